@@ -1,0 +1,220 @@
+// Package config defines the agent's configuration: one typed Config with a
+// documented default for every key, loaded from a YAML file, REDLEADER_*
+// environment variables and command-line flags (flags win), and checked by
+// Validate, whose errors name the offending key.
+package config
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/redleader-p2p/redleader/shaping"
+)
+
+// ErrInvalid wraps every validation and load error, so callers can tell a
+// bad configuration (exit code 2) from a runtime failure.
+var ErrInvalid = errors.New("invalid config")
+
+// Config is the whole agent configuration. The yaml/mapstructure key of each
+// field is what users write in the config file; nested keys are joined with
+// "_" in environment variables (REDLEADER_DISCOVERY_PORT) and with "-" in
+// flags where a flag exists.
+type Config struct {
+	// DataDir holds the node ID, the lock file, the API token and (later)
+	// Raft state and the segment cache. Default: /var/lib/redleader for
+	// root on Linux, the user's state directory otherwise.
+	DataDir string `mapstructure:"data_dir" yaml:"data_dir"`
+
+	// NodeName is the display name. Default: the hostname. The node's
+	// identity is its UUID in the data dir, never the name or the address.
+	NodeName string `mapstructure:"node_name" yaml:"node_name"`
+
+	// Subnet overrides the subnet (CIDR) taken from the primary interface.
+	// All agents with the same subnet form one gossip pool. Setting it
+	// disables roaming detection.
+	Subnet string `mapstructure:"subnet" yaml:"subnet"`
+
+	// Location names the group of subnets that share one WAN link.
+	Location string `mapstructure:"location" yaml:"location"`
+
+	// AdvertiseAddr is the IP other agents use to reach this one. Default:
+	// the primary interface's address. Setting it disables roaming detection.
+	AdvertiseAddr string `mapstructure:"advertise_addr" yaml:"advertise_addr"`
+
+	// BindAddr is the IP the gossip and peer listeners bind to. Default
+	// 0.0.0.0 (all), which lets the agent re-home when its address changes.
+	BindAddr string `mapstructure:"bind_addr" yaml:"bind_addr"`
+
+	// GossipPort is the memberlist TCP+UDP port. 0 picks a free port (tests).
+	GossipPort int `mapstructure:"gossip_port" yaml:"gossip_port"`
+
+	// PeerPort is the TCP port for peer retrieval and cluster RPC.
+	PeerPort int `mapstructure:"peer_port" yaml:"peer_port"`
+
+	// APIAddr is the local HTTP API address. Keep it on loopback: read
+	// endpoints are open to every local user.
+	APIAddr string `mapstructure:"api_addr" yaml:"api_addr"`
+
+	// Join lists host:port gossip addresses to join at start and to retry
+	// periodically. Not needed on a LAN where multicast works.
+	Join []string `mapstructure:"join" yaml:"join"`
+
+	// RejoinInterval is how often known but absent addresses (Join plus
+	// members seen before) are retried. Shorter heals partitions sooner at
+	// the cost of a TCP exchange per absent address per interval.
+	RejoinInterval time.Duration `mapstructure:"rejoin_interval" yaml:"rejoin_interval"`
+
+	// RehomeInterval is how often the primary interface is re-read to
+	// notice a roaming laptop. Shorter notices moves sooner; each check is
+	// a cheap interface listing.
+	RehomeInterval time.Duration `mapstructure:"rehome_interval" yaml:"rehome_interval"`
+
+	// MemberRetention is how long a member that left or died stays listed
+	// (as left/dead) in /v1/members before it is forgotten.
+	MemberRetention time.Duration `mapstructure:"member_retention" yaml:"member_retention"`
+
+	// ClusterKey (base64 of 32 bytes) encrypts gossip and authenticates LAN
+	// discovery beacons. Empty: the cluster is open to the LAN. Generate one
+	// with `head -c32 /dev/urandom | base64`.
+	ClusterKey string `mapstructure:"cluster_key" yaml:"cluster_key"`
+
+	// NotLeaderMaterial keeps this machine from ever being the Red Leader
+	// (it may still vote).
+	NotLeaderMaterial bool `mapstructure:"not_leader_material" yaml:"not_leader_material"`
+
+	// LogLevel is one of debug, info, warn, error.
+	LogLevel string `mapstructure:"log_level" yaml:"log_level"`
+
+	// LANDiscovery finds the other agents of the subnet with no config.
+	LANDiscovery LANDiscovery `mapstructure:"lan_discovery" yaml:"lan_discovery"`
+
+	// Shaping holds the WAN/LAN rates this agent starts with.
+	Shaping Shaping `mapstructure:"shaping" yaml:"shaping"`
+}
+
+// LANDiscovery configures the agent beacon: a small multicast datagram
+// (TTL 1, never routed) that lets agents of one subnet find each other.
+type LANDiscovery struct {
+	// Enabled turns the beacon on. Off: only Join addresses are used.
+	Enabled bool `mapstructure:"enabled" yaml:"enabled"`
+	// Group is the IPv4 multicast group. Default 239.255.82.76 (site-local
+	// scope). Tests use distinct groups so that they do not hear each other.
+	Group string `mapstructure:"group" yaml:"group"`
+	// Port is the beacon UDP port.
+	Port int `mapstructure:"port" yaml:"port"`
+	// Interval between beacons once settled. Right after start (and after
+	// a re-home) beacons go out faster (0.5 s, 1 s, 2 s, 4 s…) so that
+	// agents booting together converge in seconds.
+	Interval time.Duration `mapstructure:"interval" yaml:"interval"`
+	// Interface names the interface to use; default: the primary one.
+	Interface string `mapstructure:"interface" yaml:"interface"`
+}
+
+// Shaping holds bandwidth settings. "0" means unlimited.
+type Shaping struct {
+	// LeaderRate is the WAN rate of the Red Leader.
+	LeaderRate shaping.Rate `mapstructure:"leader_rate" yaml:"leader_rate"`
+	// PeerRate is the WAN rate of every other agent: low, so that they wait
+	// for the Red Leader's copy instead of competing for the WAN.
+	PeerRate shaping.Rate `mapstructure:"peer_rate" yaml:"peer_rate"`
+	// LANRate caps what this agent serves to LAN peers.
+	LANRate shaping.Rate `mapstructure:"lan_rate" yaml:"lan_rate"`
+}
+
+// Validate checks every key. The error names the key and the bad value.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key string, val any, why string) {
+		errs = append(errs, fmt.Errorf("%w: %s: %v: %s", ErrInvalid, key, val, why))
+	}
+	port := func(key string, p int, zeroOK bool) {
+		if p < 0 || p > 65535 || (p == 0 && !zeroOK) {
+			bad(key, p, "port out of range (1-65535)")
+		}
+	}
+	if c.DataDir == "" {
+		bad("data_dir", `""`, "must not be empty")
+	}
+	if c.Subnet != "" {
+		if _, err := netip.ParsePrefix(c.Subnet); err != nil {
+			bad("subnet", strconv.Quote(c.Subnet), "not a CIDR like 10.1.2.0/24")
+		}
+	}
+	if c.AdvertiseAddr != "" {
+		if _, err := netip.ParseAddr(c.AdvertiseAddr); err != nil {
+			bad("advertise_addr", strconv.Quote(c.AdvertiseAddr), "not an IP address")
+		}
+	}
+	if _, err := netip.ParseAddr(c.BindAddr); err != nil {
+		bad("bind_addr", strconv.Quote(c.BindAddr), "not an IP address")
+	}
+	port("gossip_port", c.GossipPort, true)
+	port("peer_port", c.PeerPort, true)
+	if err := checkHostPort(c.APIAddr); err != nil {
+		bad("api_addr", strconv.Quote(c.APIAddr), err.Error())
+	}
+	for i, j := range c.Join {
+		if _, p, err := net.SplitHostPort(j); err != nil || p == "" {
+			bad(fmt.Sprintf("join[%d]", i), strconv.Quote(j), "want host:port")
+		}
+	}
+	positive := func(key string, d time.Duration) {
+		if d <= 0 {
+			bad(key, d, "must be a positive duration like 30s")
+		}
+	}
+	positive("rejoin_interval", c.RejoinInterval)
+	positive("rehome_interval", c.RehomeInterval)
+	positive("member_retention", c.MemberRetention)
+	if c.ClusterKey != "" {
+		if _, err := c.Key(); err != nil {
+			bad("cluster_key", "(hidden)", err.Error())
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level", strconv.Quote(c.LogLevel), "want debug, info, warn or error")
+	}
+	if g, err := netip.ParseAddr(c.LANDiscovery.Group); err != nil || !g.Is4() || !g.IsMulticast() {
+		bad("lan_discovery.group", strconv.Quote(c.LANDiscovery.Group), "not an IPv4 multicast address")
+	}
+	port("lan_discovery.port", c.LANDiscovery.Port, false)
+	positive("lan_discovery.interval", c.LANDiscovery.Interval)
+	return errors.Join(errs...)
+}
+
+// Key decodes ClusterKey. It returns nil, nil when no key is set.
+func (c *Config) Key() ([]byte, error) {
+	if c.ClusterKey == "" {
+		return nil, nil
+	}
+	k, err := base64.StdEncoding.DecodeString(c.ClusterKey)
+	if err != nil {
+		return nil, errors.New("not base64")
+	}
+	if len(k) != 32 {
+		return nil, fmt.Errorf("decodes to %d bytes, want 32", len(k))
+	}
+	return k, nil
+}
+
+func checkHostPort(s string) error {
+	host, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	if _, err := netip.ParseAddr(host); err != nil && host != "localhost" {
+		return errors.New("host must be an IP address or localhost")
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 0 || n > 65535 {
+		return errors.New("port out of range (0-65535)")
+	}
+	return nil
+}

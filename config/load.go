@@ -1,0 +1,219 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/redleader-p2p/redleader/shaping"
+)
+
+// EnvPrefix is the prefix of environment variables that set config keys:
+// REDLEADER_GOSSIP_PORT, REDLEADER_LAN_DISCOVERY_PORT, ...
+const EnvPrefix = "REDLEADER"
+
+// Default returns the configuration used when nothing else is set. Every
+// default is chosen for a real machine on a branch-office LAN.
+func Default() Config {
+	host, _ := os.Hostname()
+	return Config{
+		DataDir:         DefaultDataDir(),
+		NodeName:        host,
+		BindAddr:        "0.0.0.0",
+		GossipPort:      7946,
+		PeerPort:        7381,
+		APIAddr:         "127.0.0.1:7380",
+		Join:            []string{},
+		RejoinInterval:  30 * time.Second,
+		RehomeInterval:  5 * time.Second,
+		MemberRetention: 10 * time.Minute,
+		LogLevel:        "info",
+		LANDiscovery: LANDiscovery{
+			Enabled:  true,
+			Group:    "239.255.82.76",
+			Port:     7382,
+			Interval: 30 * time.Second,
+		},
+		Shaping: Shaping{
+			LeaderRate: 0,
+			PeerRate:   256e3,
+			LANRate:    0,
+		},
+	}
+}
+
+// DefaultDataDir is a platform-appropriate directory writable by the user
+// running the agent.
+func DefaultDataDir() string {
+	root := os.Geteuid() == 0
+	switch runtime.GOOS {
+	case "windows":
+		if pd := os.Getenv("ProgramData"); pd != "" {
+			return filepath.Join(pd, "redleader")
+		}
+	case "darwin":
+		if root {
+			return "/Library/Application Support/redleader"
+		}
+	default:
+		if root {
+			return "/var/lib/redleader"
+		}
+		if s := os.Getenv("XDG_STATE_HOME"); s != "" {
+			return filepath.Join(s, "redleader")
+		}
+		if h, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(h, ".local", "state", "redleader")
+		}
+	}
+	if d, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(d, "redleader")
+	}
+	return filepath.Join(os.TempDir(), "redleader")
+}
+
+// Keys lists every config key in dotted form ("lan_discovery.port").
+func Keys() []string {
+	m := flatten(Default())
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Load builds the effective config: defaults, then the YAML file at path
+// (if path is not empty), then REDLEADER_* environment variables, then the
+// flags in fs that the user set. flagKeys maps a flag name to its config
+// key. Every error wraps ErrInvalid and names the key at fault.
+func Load(path string, fs *pflag.FlagSet, flagKeys map[string]string) (Config, error) {
+	v := viper.New()
+	for k, val := range flatten(Default()) {
+		v.SetDefault(k, val)
+	}
+	if path != "" {
+		v.SetConfigFile(path)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return Config{}, fmt.Errorf("%w: config file %s: %w", ErrInvalid, path, unwrapViper(err))
+		}
+	}
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	for name, key := range flagKeys {
+		if f := fs.Lookup(name); f != nil {
+			if err := v.BindPFlag(key, f); err != nil {
+				return Config{}, fmt.Errorf("bind flag %s: %w", name, err)
+			}
+		}
+	}
+
+	known := Keys()
+	for _, k := range v.AllKeys() {
+		if !slices.Contains(known, k) {
+			return Config{}, fmt.Errorf("%w: %s: unknown key (see redleader.example.yaml for the keys)", ErrInvalid, k)
+		}
+	}
+
+	var cfg Config
+	for _, k := range known {
+		if err := decodeKey(v, k, &cfg); err != nil {
+			return Config{}, err
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// decodeKey decodes one key into cfg so that a type error names that key.
+func decodeKey(v *viper.Viper, key string, cfg *Config) error {
+	path := strings.Split(key, ".")
+	nested := map[string]any{}
+	m := nested
+	for _, p := range path[:len(path)-1] {
+		next := map[string]any{}
+		m[p] = next
+		m = next
+	}
+	m[path[len(path)-1]] = v.Get(key)
+	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		Result:           cfg,
+		WeaklyTypedInput: true,
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+			mapstructure.TextUnmarshallerHookFunc(),
+		),
+	})
+	if err != nil {
+		return fmt.Errorf("config decoder: %w", err)
+	}
+	if err := dec.Decode(nested); err != nil {
+		return fmt.Errorf("%w: %s: %v: %s", ErrInvalid, key, v.Get(key), decodeReason(err))
+	}
+	return nil
+}
+
+// decodeReason trims mapstructure's wrapping to the part a user can act on.
+func decodeReason(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		msg = msg[i+2:]
+	}
+	msg = strings.TrimSpace(msg)
+	switch {
+	case strings.Contains(msg, "time: "), strings.Contains(msg, "duration"):
+		return "not a duration like 5s or 1m30s"
+	case errors.Is(err, shaping.ErrBadRate):
+		return "not a rate like 50Mbit, 256kbit or 0"
+	}
+	return msg
+}
+
+func unwrapViper(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe
+	}
+	return err
+}
+
+// flatten turns a Config into dotted keys and values, following the
+// mapstructure tags, so defaults and the key list come from one place.
+func flatten(c Config) map[string]any {
+	out := map[string]any{}
+	var walk func(prefix string, v reflect.Value)
+	walk = func(prefix string, v reflect.Value) {
+		t := v.Type()
+		for i := range t.NumField() {
+			f := t.Field(i)
+			key := f.Tag.Get("mapstructure")
+			if prefix != "" {
+				key = prefix + "." + key
+			}
+			fv := v.Field(i)
+			if fv.Kind() == reflect.Struct && f.Type.PkgPath() != "time" {
+				walk(key, fv)
+				continue
+			}
+			out[key] = fv.Interface()
+		}
+	}
+	walk("", reflect.ValueOf(c))
+	return out
+}

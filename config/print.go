@@ -1,0 +1,39 @@
+package config
+
+import (
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/redleader-p2p/redleader/shaping"
+)
+
+// YAML renders the config as a YAML document in the file format, with
+// durations and rates in their human forms and the cluster key hidden.
+func (c Config) YAML() ([]byte, error) {
+	root := map[string]any{}
+	for k, v := range flatten(c) {
+		switch x := v.(type) {
+		case time.Duration:
+			v = x.String()
+		case shaping.Rate:
+			v = x.String()
+		}
+		if s, _ := v.(string); k == "cluster_key" && s != "" {
+			v = "(set)"
+		}
+		m := root
+		parts := strings.Split(k, ".")
+		for _, p := range parts[:len(parts)-1] {
+			sub, ok := m[p].(map[string]any)
+			if !ok {
+				sub = map[string]any{}
+				m[p] = sub
+			}
+			m = sub
+		}
+		m[parts[len(parts)-1]] = v
+	}
+	return yaml.Marshal(root)
+}

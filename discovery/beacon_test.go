@@ -1,0 +1,175 @@
+package discovery
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func testAnnounce() Announce {
+	return Announce{
+		Node:   [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16},
+		Subnet: "10.1.2.0/24",
+		Addr:   netip.MustParseAddrPort("10.1.2.3:7946"),
+	}
+}
+
+func TestBeaconRoundTrip(t *testing.T) {
+	key := bytes.Repeat([]byte{7}, 32)
+	other := bytes.Repeat([]byte{8}, 32)
+	v6 := testAnnounce()
+	v6.Addr = netip.MustParseAddrPort("[fe80::1]:7946")
+	tests := []struct {
+		name    string
+		a       Announce
+		signKey []byte
+		readKey []byte
+		wantErr error
+	}{
+		{"open", testAnnounce(), nil, nil, nil},
+		{"signed", testAnnounce(), key, key, nil},
+		{"ipv6", v6, key, key, nil},
+		{"wrong key", testAnnounce(), key, other, ErrBeaconAuth},
+		{"signed, reader has no key", testAnnounce(), key, nil, ErrBeaconAuth},
+		{"unsigned, reader has key", testAnnounce(), nil, key, ErrBeaconAuth},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := MarshalBeacon(tt.a, tt.signKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := UnmarshalBeacon(b, tt.readKey)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if err == nil && got != tt.a {
+				t.Fatalf("got %+v, want %+v", got, tt.a)
+			}
+		})
+	}
+}
+
+func TestBeaconRejectsJunk(t *testing.T) {
+	good, _ := MarshalBeacon(testAnnounce(), nil)
+	signed, _ := MarshalBeacon(testAnnounce(), bytes.Repeat([]byte{7}, 32))
+	flipped := bytes.Clone(signed)
+	flipped[10] ^= 1
+	tests := map[string][]byte{
+		"empty":       nil,
+		"wsd":         []byte(`<?xml version="1.0"?><soap:Envelope>`),
+		"truncated":   good[:len(good)-3],
+		"trailing":    append(bytes.Clone(good), 0),
+		"oversized":   append(bytes.Clone(good), make([]byte, 300)...),
+		"bad version": append([]byte("RLDB\x09"), good[5:]...),
+		"tampered":    flipped,
+	}
+	for name, b := range tests {
+		key := []byte(nil)
+		if name == "tampered" {
+			key = bytes.Repeat([]byte{7}, 32)
+		}
+		if _, err := UnmarshalBeacon(b, key); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func FuzzUnmarshalBeacon(f *testing.F) {
+	good, _ := MarshalBeacon(testAnnounce(), nil)
+	f.Add(good)
+	f.Add([]byte("RLDB"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, err := UnmarshalBeacon(b, nil)
+		if err != nil {
+			return
+		}
+		again, err := MarshalBeacon(a, nil)
+		if err != nil {
+			t.Fatalf("re-marshal: %v", err)
+		}
+		if back, err := UnmarshalBeacon(again, nil); err != nil || back != a {
+			t.Fatalf("unstable: %+v %v", back, err)
+		}
+	})
+}
+
+// multicastLoopback returns lo when it can carry multicast (make test runs
+// the tests in a private network namespace where it can); otherwise the
+// test is skipped, so no datagram ever leaves the machine.
+func multicastLoopback(t *testing.T) *net.Interface {
+	t.Helper()
+	ifc, err := net.InterfaceByName("lo")
+	if err != nil || ifc.Flags&net.FlagMulticast == 0 {
+		t.Skip("lo has no MULTICAST flag: run via `make test` (private netns with multicast on lo)")
+	}
+	return ifc
+}
+
+func TestBeaconOnLoopback(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	lo := multicastLoopback(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := BeaconConfig{Group: netip.MustParseAddr("239.255.82.91"), Port: 47391, Interface: lo, Interval: time.Second}
+
+	a1, a2 := testAnnounce(), testAnnounce()
+	a2.Node[0] = 99
+	heard := make(chan Announce, 16)
+	b1, err := NewBeacon(cfg, func() Announce { return a1 }, func(a Announce) {
+		select {
+		case heard <- a:
+		default:
+		}
+	}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b1.Close()
+	keyed := cfg
+	keyed.Key = bytes.Repeat([]byte{1}, 32)
+	b3, err := NewBeacon(keyed, func() Announce { a := a2; a.Node[0] = 77; return a }, func(Announce) {}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b3.Close()
+	b2, err := NewBeacon(cfg, func() Announce { return a2 }, func(Announce) {}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b1.Start(ctx)
+	b2.Start(ctx)
+	b3.Start(ctx)
+
+	select {
+	case got := <-heard:
+		if got != a2 {
+			t.Fatalf("heard %+v, want %+v", got, a2)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no beacon heard")
+	}
+	// b3's keyed beacons must only ever be dropped by b1, never delivered.
+	deadline := time.Now().Add(10 * time.Second)
+	for b1.Stats().Dropped == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if b1.Stats().Dropped == 0 {
+		t.Error("keyed beacon was not counted as dropped")
+	}
+	for len(heard) > 0 {
+		if a := <-heard; a.Node[0] == 77 {
+			t.Error("beacon of another cluster delivered")
+		}
+	}
+}
