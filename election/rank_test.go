@@ -30,10 +30,10 @@ func TestRankSeedScenario(t *testing.T) {
 	m7 := seedMember("M7", PriorityHigh, 2, 0, 500)
 
 	steps := []struct {
-		name    string
-		change  func()
-		want    string
-		rule    Rule
+		name   string
+		change func()
+		want   string
+		rule   Rule
 	}{
 		{"1 M1 joins, no job", func() {}, "M1", RuleFresh},
 		{"2 M4 joins with a low job", func() {}, "M4", RuleDisplacePriority},
