@@ -70,13 +70,13 @@ func Binary(tb testing.TB) string {
 	}
 	dir := os.Getenv(envBuildDir)
 	if dir == "" {
-		p, err := build(tb.TempDir())
+		p, err := build(tb.TempDir(), "")
 		if err != nil {
 			tb.Fatalf("lab: %v", err)
 		}
 		return p
 	}
-	p, err := buildOnce(dir)
+	p, err := buildOnce(dir, "")
 	if err != nil {
 		tb.Fatalf("lab: %v", err)
 	}
@@ -84,8 +84,8 @@ func Binary(tb testing.TB) string {
 }
 
 // buildOnce builds into dir unless an earlier call (in any goroutine) already
-// did or failed; a file lock serialises callers.
-func buildOnce(dir string) (string, error) {
+// did or failed; a file lock serialises callers. from is as for build.
+func buildOnce(dir, from string) (string, error) {
 	lock, err := os.OpenFile(filepath.Join(dir, "build.lock"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return "", fmt.Errorf("build lock: %w", err)
@@ -102,7 +102,7 @@ func buildOnce(dir string) (string, error) {
 	if msg, err := os.ReadFile(errFile); err == nil {
 		return "", errors.New(string(msg))
 	}
-	p, err := build(dir)
+	p, err := build(dir, from)
 	if err != nil {
 		_ = os.WriteFile(errFile, []byte(err.Error()), 0o600)
 		return "", err
@@ -110,9 +110,12 @@ func buildOnce(dir string) (string, error) {
 	return p, nil
 }
 
-// build runs `go build -o dir/redleader ./cmd/redleader` in the module root.
-func build(dir string) (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
+// build runs `go build -o dir/redleader ./cmd/redleader` in the root of the
+// module that contains directory from ("" for the working directory).
+func build(dir, from string) (string, error) {
+	env := exec.Command("go", "env", "GOMOD")
+	env.Dir = from
+	out, err := env.Output()
 	if err != nil {
 		return "", fmt.Errorf("go env GOMOD: %w", err)
 	}

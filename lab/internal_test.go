@@ -139,3 +139,60 @@ func TestCleanStale(t *testing.T) {
 		t.Errorf("orphan in stale namespace was not killed")
 	}
 }
+
+func TestBuildOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds Go programs")
+	}
+	module := func(t *testing.T, main string) string {
+		t.Helper()
+		root := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(root, "cmd", "redleader", "sub"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		files := map[string]string{
+			"go.mod":                  "module example.com/fake\n\ngo 1.21\n",
+			"cmd/redleader/main.go":   main,
+			"cmd/redleader/sub/x.txt": "",
+		}
+		for name, body := range files {
+			if err := os.WriteFile(filepath.Join(root, name), []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return filepath.Join(root, "cmd", "redleader", "sub") // found from below the root
+	}
+
+	t.Run("builds once", func(t *testing.T) {
+		from := module(t, "package main\n\nfunc main() { println(\"fake redleader\") }\n")
+		dir := t.TempDir()
+		bin, err := buildOnce(dir, from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(bin).CombinedOutput()
+		if err != nil || string(out) != "fake redleader\n" {
+			t.Fatalf("run %s: %q, %v", bin, out, err)
+		}
+		before, err := os.Stat(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := buildOnce(dir, from)
+		if err != nil || again != bin {
+			t.Fatalf("second buildOnce = %q, %v", again, err)
+		}
+		if after, err := os.Stat(bin); err != nil || !after.ModTime().Equal(before.ModTime()) {
+			t.Errorf("binary rebuilt on second call")
+		}
+	})
+	t.Run("failure is remembered", func(t *testing.T) {
+		from := module(t, "package main\n\nfunc main() { undefined() }\n")
+		dir := t.TempDir()
+		_, err1 := buildOnce(dir, from)
+		_, err2 := buildOnce(dir, from)
+		if err1 == nil || err2 == nil || err1.Error() != err2.Error() {
+			t.Errorf("errors %v / %v, want the same build error twice", err1, err2)
+		}
+	})
+}
