@@ -60,6 +60,8 @@ func (h *Host) Command(ctx context.Context, args ...string) *exec.Cmd {
 // so sockets fn creates live in that namespace. fn must create its sockets
 // itself, synchronously: goroutines it starts run elsewhere, and name
 // resolution would leave the namespace. The calling thread is untouched.
+// (Interface lookups inside fn also refresh the net package's process-wide
+// interface-name cache; use numeric IPv6 zones in the test process.)
 func (h *Host) Do(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {

@@ -325,7 +325,14 @@ func (l *Lab) addNS(name string) error {
 	l.mu.Lock()
 	l.namespaces = append(l.namespaces, name)
 	l.mu.Unlock()
-	return run("ip", "-n", name, "link", "set", "lo", "up")
+	if err := run("ip", "-n", name, "link", "set", "lo", "up"); err != nil {
+		return err
+	}
+	// No IPv6 duplicate address detection: link-local addresses (for
+	// ff02::c discovery) are usable as soon as a link is up. The sysctl
+	// written is the new namespace's own.
+	return run("ip", "netns", "exec", name, "sh", "-c",
+		"if [ -d /proc/sys/net/ipv6 ]; then echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad; fi")
 }
 
 // cleanup kills every process left in the lab's namespaces and deletes them.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -141,13 +142,32 @@ func TestTCP(t *testing.T) {
 	})
 }
 
-// multicastGroup is the SSDP/WS-Discovery group the agents use.
-var multicastGroup = &net.UDPAddr{IP: net.IPv4(239, 255, 255, 250), Port: 3702}
+// The WS-Discovery groups the agents use.
+var (
+	group4 = &net.UDPAddr{IP: net.IPv4(239, 255, 255, 250), Port: 3702}
+	group6 = &net.UDPAddr{IP: net.ParseIP("ff02::c"), Port: 3702}
+)
 
-// sendMulticast sends msg from h to the group with TTL 1, a few times.
-func sendMulticast(t *testing.T, h *lab.Host, msg string) {
+// sendMulticast sends msg from h's eth0 to group, TTL (hop limit) 1, a few times.
+func sendMulticast(t *testing.T, h *lab.Host, group *net.UDPAddr, msg string) {
 	t.Helper()
-	pc, err := h.ListenPacket("udp4", h.IP().String()+":0")
+	network, laddr, level, opt := "udp4", h.IP().String()+":0", unix.IPPROTO_IP, unix.IP_MULTICAST_TTL
+	dst := *group
+	if group.IP.To4() == nil {
+		network, laddr, level, opt = "udp6", "[::]:0", unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS
+		var index int
+		if err := h.Do(func() error {
+			ifi, err := net.InterfaceByName("eth0")
+			if err == nil {
+				index = ifi.Index
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		dst.Zone = strconv.Itoa(index) // numeric: names resolve in the test's namespace
+	}
+	pc, err := h.ListenPacket(network, laddr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,13 +178,13 @@ func sendMulticast(t *testing.T, h *lab.Host, msg string) {
 	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, 1)
+		serr = unix.SetsockoptInt(int(fd), level, opt, 1)
 	}); err != nil || serr != nil {
 		t.Fatal(err, serr)
 	}
 	for range 3 {
-		if _, err := pc.WriteTo([]byte(msg), multicastGroup); err != nil {
-			t.Fatalf("%s: send multicast: %v", h.Name, err)
+		if _, err := pc.WriteTo([]byte(msg), &dst); err != nil {
+			t.Fatalf("%s: send multicast to %v: %v", h.Name, &dst, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -189,9 +209,13 @@ func received(t *testing.T, c *net.UDPConn, wait time.Duration) []string {
 	}
 }
 
-func joinGroup(t *testing.T, h *lab.Host) *net.UDPConn {
+func joinGroup(t *testing.T, h *lab.Host, group *net.UDPAddr) *net.UDPConn {
 	t.Helper()
-	c, err := h.ListenMulticastUDP("udp4", multicastGroup)
+	network := "udp4"
+	if group.IP.To4() == nil {
+		network = "udp6"
+	}
+	c, err := h.ListenMulticastUDP(network, group)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,15 +228,18 @@ func TestMulticast(t *testing.T) {
 	l := lab.New(t, lab.Options{Subnets: 2})
 	h1, h2 := l.AddHost(1), l.AddHost(1)
 	h3, h4 := l.AddHost(2), l.AddHost(2)
-	c2, c3 := joinGroup(t, h2), joinGroup(t, h3)
-
-	sendMulticast(t, h1, "from h1")
-	sendMulticast(t, h4, "from h4")
-	if got, want := received(t, c2, time.Second), []string{"from h1"}; !slices.Equal(got, want) {
-		t.Errorf("h2 (subnet 1) received %q, want %q", got, want)
-	}
-	if got, want := received(t, c3, time.Second), []string{"from h4"}; !slices.Equal(got, want) {
-		t.Errorf("h3 (subnet 2) received %q, want %q", got, want)
+	for _, group := range []*net.UDPAddr{group4, group6} {
+		t.Run(group.IP.String(), func(t *testing.T) {
+			c2, c3 := joinGroup(t, h2, group), joinGroup(t, h3, group)
+			sendMulticast(t, h1, group, "from h1")
+			sendMulticast(t, h4, group, "from h4")
+			if got, want := received(t, c2, time.Second), []string{"from h1"}; !slices.Equal(got, want) {
+				t.Errorf("h2 (subnet 1) received %q, want %q", got, want)
+			}
+			if got, want := received(t, c3, 200*time.Millisecond), []string{"from h4"}; !slices.Equal(got, want) {
+				t.Errorf("h3 (subnet 2) received %q, want %q", got, want)
+			}
+		})
 	}
 }
 
@@ -313,7 +340,7 @@ func TestMoveTo(t *testing.T) {
 	ln := mustListen(t, h1, ":0") // all addresses: survives the move
 	serve(t, "h1", ln)
 	port := ln.Addr().(*net.TCPAddr).Port
-	c2, c3 := joinGroup(t, h2), joinGroup(t, h3)
+	c2, c3 := joinGroup(t, h2, group4), joinGroup(t, h3, group4)
 
 	if err := h1.MoveTo(2); err != nil {
 		t.Fatal(err)
@@ -341,7 +368,7 @@ func TestMoveTo(t *testing.T) {
 		t.Errorf("h2 still reaches h1 at its old address %s", oldIP)
 	}
 
-	sendMulticast(t, h1, "moved h1")
+	sendMulticast(t, h1, group4, "moved h1")
 	if got := received(t, c3, time.Second); !slices.Equal(got, []string{"moved h1"}) {
 		t.Errorf("h3 (new subnet) received %q", got)
 	}
