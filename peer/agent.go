@@ -1,0 +1,443 @@
+package peer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/redleader-p2p/redleader/config"
+	"github.com/redleader-p2p/redleader/discovery"
+)
+
+// Agent errors.
+var (
+	ErrDataDirLocked = errors.New("another redleader agent is already running on this data dir")
+	ErrClosed        = errors.New("agent closed")
+)
+
+// ContentProtocolVersion is the content protocol this build speaks
+// (1 = PCCRC v1, 2 = v1+v2): a ranking input.
+const ContentProtocolVersion = 1
+
+const leaveTimeout = 2 * time.Second
+
+// Options are the parts of an agent that do not come from the config file.
+type Options struct {
+	// Version is the build version shown by the API.
+	Version string
+	// Logger receives all logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Agent is one redleader agent: New → Start → Close.
+type Agent struct {
+	cfg   config.Config
+	opts  Options
+	log   *slog.Logger
+	id    string
+	uuid  [16]byte
+	token string
+	boot  time.Time
+	lock  *os.File
+	key   []byte
+	reg   *prometheus.Registry
+	stats *agentStats
+
+	mu     sync.Mutex // guards home, pool, beacon
+	home   homeAddr
+	pool   *pool
+	beacon *discovery.Beacon
+
+	// metaMu guards meta on its own: memberlist asks for the metadata
+	// from inside calls made while a.mu is held.
+	metaMu sync.Mutex
+	meta   Meta
+
+	joinCh chan string
+	apiLn  net.Listener
+	api    *http.Server
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed sync.Once
+}
+
+// New validates cfg, takes the data dir lock and loads (or creates) the
+// node identity. Nothing touches the network until Start.
+func New(cfg config.Config, opts Options) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	key, _ := cfg.Key() // validated above
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	lock, err := lockDataDir(filepath.Join(cfg.DataDir, "agent.lock"))
+	if err != nil {
+		if errors.Is(err, ErrDataDirLocked) {
+			return nil, fmt.Errorf("%w (%s)", ErrDataDirLocked, cfg.DataDir)
+		}
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, opts: opts, log: log, key: key, boot: time.Now(), lock: lock,
+		joinCh: make(chan string, 64)}
+	fail := func(err error) (*Agent, error) { lock.Close(); return nil, err }
+	if a.id, err = loadOrCreateNodeID(cfg.DataDir); err != nil {
+		return fail(err)
+	}
+	a.uuid = uuid.MustParse(a.id)
+	if a.token, err = loadOrCreateToken(cfg.DataDir); err != nil {
+		return fail(err)
+	}
+	a.meta = Meta{
+		NotLeaderMaterial: cfg.NotLeaderMaterial,
+		ProtoVersion:      ContentProtocolVersion,
+		Boot:              a.boot,
+		PeerPort:          uint16(cfg.PeerPort),
+		Name:              cfg.NodeName,
+		Location:          cfg.Location,
+	}
+	a.reg = prometheus.NewRegistry()
+	a.stats = newAgentStats(a)
+	return a, nil
+}
+
+// ID is the node's UUID.
+func (a *Agent) ID() string { return a.id }
+
+// Start joins the subnet's gossip pool, starts LAN discovery, the local
+// API and the background loops. On error everything started is stopped.
+func (a *Agent) Start(ctx context.Context) error {
+	a.ctx, a.cancel = context.WithCancel(ctx)
+	home, err := a.resolveHome()
+	if err != nil {
+		a.cancel()
+		return err
+	}
+	ln, err := net.Listen("tcp", a.cfg.APIAddr)
+	if err != nil {
+		a.cancel()
+		return fmt.Errorf("local api on %s: %w", a.cfg.APIAddr, err)
+	}
+	if err := a.enterHome(home); err != nil {
+		ln.Close()
+		a.cancel()
+		return err
+	}
+	a.apiLn = ln
+	a.api = &http.Server{Handler: a.apiHandler(), ReadHeaderTimeout: 5 * time.Second}
+	a.goLoop(func() {
+		if err := a.api.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("local api stopped", "err", err)
+		}
+	})
+	a.goLoop(a.joinLoop)
+	a.goLoop(a.rejoinLoop)
+	if a.cfg.Subnet == "" && a.cfg.AdvertiseAddr == "" {
+		a.goLoop(a.rehomeLoop)
+	}
+	if len(a.cfg.Join) > 0 {
+		a.requestJoin(a.cfg.Join...)
+	}
+	a.log.Info("agent started", "node", a.id, "name", a.cfg.NodeName, "subnet", home.Subnet,
+		"addr", a.GossipAddr(), "api", ln.Addr().String())
+	return nil
+}
+
+// APIAddr is the local API's listening address (useful with port 0).
+func (a *Agent) APIAddr() string { return a.apiLn.Addr().String() }
+
+// GossipAddr is this agent's advertised gossip address.
+func (a *Agent) GossipAddr() netip.AddrPort {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.pool == nil {
+		return netip.AddrPort{}
+	}
+	return a.pool.Addr()
+}
+
+// Subnet is the subnet (gossip pool label) the agent is on now.
+func (a *Agent) Subnet() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.home.Subnet.String()
+}
+
+// Members lists the members of the agent's current pool, itself included.
+func (a *Agent) Members() []Member {
+	a.mu.Lock()
+	p := a.pool
+	a.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return p.Members(time.Now())
+}
+
+// Close leaves the pool gracefully (others see "left"), then stops
+// everything in reverse order of Start. It is safe to call more than once.
+func (a *Agent) Close() error {
+	var errs []error
+	a.closed.Do(func() {
+		if a.cancel != nil {
+			a.cancel()
+		}
+		if a.api != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			errs = append(errs, a.api.Shutdown(ctx))
+			cancel()
+		}
+		a.wg.Wait()
+		a.mu.Lock()
+		errs = append(errs, a.leaveHomeLocked(false))
+		a.mu.Unlock()
+		errs = append(errs, a.lock.Close())
+		a.log.Info("agent stopped")
+	})
+	return errors.Join(errs...)
+}
+
+func (a *Agent) goLoop(f func()) {
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); f() }()
+}
+
+// resolveHome finds the subnet and address, honouring config overrides.
+func (a *Agent) resolveHome() (homeAddr, error) {
+	var h homeAddr
+	if a.cfg.Subnet == "" || a.cfg.AdvertiseAddr == "" || a.cfg.LANDiscovery.Interface == "" {
+		found, err := findHome(a.cfg.LANDiscovery.Interface)
+		if err != nil && (a.cfg.Subnet == "" || a.cfg.AdvertiseAddr == "") {
+			return homeAddr{}, fmt.Errorf("find primary interface: %w", err)
+		}
+		h = found
+	}
+	if a.cfg.LANDiscovery.Interface != "" {
+		h.Iface = a.cfg.LANDiscovery.Interface
+	}
+	if a.cfg.AdvertiseAddr != "" {
+		h.Addr = netip.MustParseAddr(a.cfg.AdvertiseAddr)
+	}
+	if a.cfg.Subnet != "" {
+		h.Subnet = netip.MustParsePrefix(a.cfg.Subnet).Masked()
+	} else if h.Addr.IsValid() && !h.Subnet.Contains(h.Addr) {
+		return homeAddr{}, fmt.Errorf("advertise_addr %s is outside the primary subnet %s: set subnet too", h.Addr, h.Subnet)
+	}
+	return h, nil
+}
+
+// enterHome starts the gossip pool and the beacon for home.
+func (a *Agent) enterHome(h homeAddr) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.updateMeta(func(m *Meta) { m.Subnet, m.Leaving, m.Roaming = h.Subnet.String(), false, false })
+	p, err := newPool(poolConfig{
+		Node:      a.id,
+		Subnet:    h.Subnet.String(),
+		BindAddr:  a.cfg.BindAddr,
+		BindPort:  a.cfg.GossipPort,
+		Advertise: h.Addr,
+		Key:       a.key,
+		Meta:      a.encodedMeta,
+		Retention: a.cfg.MemberRetention,
+		Log:       a.log,
+	})
+	if err != nil {
+		return err
+	}
+	a.home, a.pool = h, p
+	if a.cfg.LANDiscovery.Enabled {
+		if err := a.startBeaconLocked(); err != nil {
+			// Not fatal: join addresses still work; say why once.
+			a.log.Warn("LAN discovery of agents is off", "err", err)
+		}
+	}
+	return nil
+}
+
+func (a *Agent) startBeaconLocked() error {
+	ifc, err := net.InterfaceByName(a.home.Iface)
+	if err != nil {
+		return fmt.Errorf("interface %q: %w", a.home.Iface, err)
+	}
+	b, err := discovery.NewBeacon(discovery.BeaconConfig{
+		Group:     netip.MustParseAddr(a.cfg.LANDiscovery.Group),
+		Port:      a.cfg.LANDiscovery.Port,
+		Interface: ifc,
+		Interval:  a.cfg.LANDiscovery.Interval,
+		Key:       a.key,
+	}, a.announce, a.onBeacon, a.log.With("component", "beacon"))
+	if err != nil {
+		return err
+	}
+	b.Start(a.ctx)
+	a.beacon = b
+	return nil
+}
+
+// leaveHomeLocked stops the beacon and leaves the pool. roaming marks the
+// departure as a move to another subnet, so old peers forget us at once.
+func (a *Agent) leaveHomeLocked(roaming bool) error {
+	var errs []error
+	if a.beacon != nil {
+		a.stats.addBeacon(a.beacon.Stats())
+		errs = append(errs, a.beacon.Close())
+		a.beacon = nil
+	}
+	if a.pool != nil {
+		a.updateMeta(func(m *Meta) { m.Leaving, m.Roaming = true, roaming })
+		if err := a.pool.UpdateMeta(leaveTimeout); err != nil {
+			a.log.Debug("leaving flag not broadcast", "err", err)
+		}
+		errs = append(errs, a.pool.Leave(leaveTimeout))
+		a.pool = nil
+	}
+	return errors.Join(errs...)
+}
+
+func (a *Agent) encodedMeta() []byte { return a.metaSnapshot().encode() }
+
+func (a *Agent) metaSnapshot() Meta {
+	a.metaMu.Lock()
+	defer a.metaMu.Unlock()
+	return a.meta
+}
+
+func (a *Agent) updateMeta(f func(*Meta)) {
+	a.metaMu.Lock()
+	f(&a.meta)
+	a.metaMu.Unlock()
+}
+
+func (a *Agent) announce() discovery.Announce {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var addr netip.AddrPort
+	if a.pool != nil {
+		addr = a.pool.Addr()
+	}
+	return discovery.Announce{Node: a.uuid, Subnet: a.home.Subnet.String(), Addr: addr}
+}
+
+// onBeacon runs on the beacon's goroutine: never block.
+func (a *Agent) onBeacon(ann discovery.Announce) {
+	a.mu.Lock()
+	p, subnet := a.pool, a.home.Subnet.String()
+	a.mu.Unlock()
+	if p == nil || ann.Subnet != subnet || p.Known(uuid.UUID(ann.Node).String()) {
+		return
+	}
+	a.requestJoin(ann.Addr.String())
+}
+
+func (a *Agent) requestJoin(addrs ...string) {
+	for _, addr := range addrs {
+		select {
+		case a.joinCh <- addr:
+		default: // a join storm: the periodic rejoin and the next beacon catch up
+		}
+	}
+}
+
+// joinLoop performs joins one at a time, off the callers' goroutines.
+func (a *Agent) joinLoop() {
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case addr := <-a.joinCh:
+			a.mu.Lock()
+			p := a.pool
+			a.mu.Unlock()
+			if p == nil {
+				continue
+			}
+			if _, err := p.Join([]string{addr}); err != nil {
+				a.log.Debug("join failed", "addr", addr, "err", err)
+			}
+		}
+	}
+}
+
+// rejoinLoop retries the join list and members that died, so partitions
+// heal even without multicast.
+func (a *Agent) rejoinLoop() {
+	t := time.NewTicker(a.cfg.RejoinInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-t.C:
+		}
+		addrs := append([]string(nil), a.cfg.Join...)
+		for _, m := range a.Members() {
+			if m.Status == StatusDead && m.Addr.IsValid() {
+				addrs = append(addrs, m.Addr.String())
+			}
+		}
+		a.requestJoin(addrs...)
+		a.mu.Lock()
+		if a.beacon != nil && a.pool != nil && a.pool.NumMembers() <= 1 {
+			a.beacon.Kick() // alone: look around faster
+		}
+		a.mu.Unlock()
+	}
+}
+
+// rehomeLoop notices when the primary address moves (a roaming laptop) and
+// moves the agent to the new subnet's pool without a restart.
+func (a *Agent) rehomeLoop() {
+	t := time.NewTicker(a.cfg.RehomeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-t.C:
+		}
+		h, err := findHome(a.cfg.LANDiscovery.Interface)
+		if err != nil {
+			continue // no address right now (Wi-Fi reconnecting): keep the old home
+		}
+		a.mu.Lock()
+		old := a.home
+		a.mu.Unlock()
+		if h.Addr == old.Addr && h.Subnet == old.Subnet && h.Iface == old.Iface {
+			continue
+		}
+		a.log.Info("primary address moved: re-homing", "from", old.Addr, "from_subnet", old.Subnet,
+			"to", h.Addr, "to_subnet", h.Subnet)
+		a.mu.Lock()
+		err = a.leaveHomeLocked(h.Subnet != old.Subnet)
+		a.mu.Unlock()
+		if err != nil {
+			a.log.Debug("leaving old pool", "err", err)
+		}
+		if err := a.enterHome(h); err != nil {
+			a.log.Error("re-home failed; will retry", "err", err)
+			a.mu.Lock()
+			a.home = homeAddr{} // force another attempt next tick
+			a.mu.Unlock()
+			continue
+		}
+		a.stats.rehomes.Inc()
+	}
+}

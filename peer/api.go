@@ -1,0 +1,140 @@
+package peer
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// StatusResponse is the body of GET /v1/status.
+type StatusResponse struct {
+	Node            string       `json:"node"`
+	Name            string       `json:"name"`
+	Subnet          string       `json:"subnet"`
+	Location        string       `json:"location"`
+	Addr            string       `json:"addr"`
+	GossipPort      int          `json:"gossip_port"`
+	Version         string       `json:"version"`
+	ProtocolVersion int          `json:"protocol_version"`
+	UptimeS         int64        `json:"uptime_s"`
+	Members         MemberCounts `json:"members"`
+}
+
+// MemberCounts counts the members of the agent's pool by status.
+type MemberCounts struct {
+	Total   int `json:"total"`
+	Alive   int `json:"alive"`
+	Suspect int `json:"suspect"`
+	Left    int `json:"left"`
+	Dead    int `json:"dead"`
+}
+
+// MemberInfo is one element of GET /v1/members.
+type MemberInfo struct {
+	Node              string `json:"node"`
+	Name              string `json:"name"`
+	Addr              string `json:"addr"`
+	GossipPort        int    `json:"gossip_port"`
+	PeerPort          int    `json:"peer_port"`
+	Status            string `json:"status"`
+	Subnet            string `json:"subnet"`
+	Location          string `json:"location"`
+	Self              bool   `json:"self"`
+	NotLeaderMaterial bool   `json:"not_leader_material"`
+	Priority          string `json:"priority"`
+	Version           int    `json:"version"`
+	Progress          uint64 `json:"progress"`
+	UptimeS           int64  `json:"uptime_s"`
+}
+
+// ErrorResponse is the body of every API error.
+type ErrorResponse struct {
+	Error string `json:"error"`
+}
+
+func (a *Agent) apiHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/v1/status", readOnly(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, r, http.StatusOK, a.Status())
+	}))
+	mux.Handle("/v1/members", readOnly(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, r, http.StatusOK, a.MemberInfos())
+	}))
+	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, r, http.StatusNotFound, ErrorResponse{Error: "no such endpoint: " + r.URL.Path})
+	})
+	return mux
+}
+
+// Status is what GET /v1/status returns.
+func (a *Agent) Status() StatusResponse {
+	members := a.Members()
+	c := countStatuses(members)
+	meta := a.metaSnapshot()
+	addr := a.GossipAddr()
+	return StatusResponse{
+		Node:            a.id,
+		Name:            meta.Name,
+		Subnet:          meta.Subnet,
+		Location:        meta.Location,
+		Addr:            addr.Addr().String(),
+		GossipPort:      int(addr.Port()),
+		Version:         a.opts.Version,
+		ProtocolVersion: int(meta.ProtoVersion),
+		UptimeS:         int64(time.Since(a.boot).Seconds()),
+		Members: MemberCounts{Total: len(members), Alive: c[StatusAlive], Suspect: c[StatusSuspect],
+			Left: c[StatusLeft], Dead: c[StatusDead]},
+	}
+}
+
+// MemberInfos is what GET /v1/members returns.
+func (a *Agent) MemberInfos() []MemberInfo {
+	now := time.Now()
+	members := a.Members()
+	out := make([]MemberInfo, 0, len(members))
+	for _, m := range members {
+		out = append(out, MemberInfo{
+			Node:              m.Node,
+			Name:              m.Meta.Name,
+			Addr:              m.Addr.Addr().String(),
+			GossipPort:        int(m.Addr.Port()),
+			PeerPort:          int(m.Meta.PeerPort),
+			Status:            m.Status,
+			Subnet:            m.Meta.Subnet,
+			Location:          m.Meta.Location,
+			Self:              m.Node == a.id,
+			NotLeaderMaterial: m.Meta.NotLeaderMaterial,
+			Priority:          m.Meta.Priority.String(),
+			Version:           int(m.Meta.ProtoVersion),
+			Progress:          m.Meta.Progress,
+			UptimeS:           int64(m.Meta.Uptime(now).Seconds()),
+		})
+	}
+	return out
+}
+
+// readOnly allows GET and HEAD only.
+func readOnly(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeJSON(w, r, http.StatusMethodNotAllowed, ErrorResponse{Error: "method " + r.Method + " not allowed"})
+			return
+		}
+		h(w, r)
+	})
+}
+
+// writeJSON writes v with status; ?pretty indents it.
+func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	if _, ok := r.URL.Query()["pretty"]; ok {
+		enc.SetIndent("", "  ")
+	}
+	_ = enc.Encode(v) // the client went away: nothing to do
+}

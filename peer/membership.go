@@ -1,0 +1,252 @@
+package peer
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Member statuses as the API reports them.
+const (
+	StatusAlive   = "alive"
+	StatusSuspect = "suspect"
+	StatusLeft    = "left"
+	StatusDead    = "dead"
+)
+
+// Member is one agent of the subnet as this agent sees it.
+type Member struct {
+	Node   string
+	Addr   netip.AddrPort // gossip address
+	Status string
+	Meta   Meta
+	Since  time.Time // when it entered Status (left/dead), zero for alive/suspect
+}
+
+// poolConfig configures one gossip pool (one per subnet the agent is on).
+type poolConfig struct {
+	Node      string
+	Subnet    string // memberlist Label: pools of other subnets are ignored
+	BindAddr  string
+	BindPort  int
+	Advertise netip.Addr
+	Key       []byte
+	Meta      func() []byte
+	Retention time.Duration
+	Log       *slog.Logger
+	OnChange  func() // called (without locks held) after a membership change
+}
+
+// pool is one memberlist pool. Its member table is built from memberlist's
+// event callbacks (which run under memberlist's lock, so copying the node
+// there is safe, unlike reading the pointers Members() returns) and keeps
+// members that left or died for cfg.Retention.
+type pool struct {
+	cfg poolConfig
+	ml  *memberlist.Memberlist
+
+	mu      sync.Mutex
+	members map[string]Member
+}
+
+func newPool(cfg poolConfig) (*pool, error) {
+	p := &pool{cfg: cfg, members: map[string]Member{}}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Node
+	mc.Label = cfg.Subnet
+	mc.BindAddr = cfg.BindAddr
+	mc.BindPort = cfg.BindPort
+	mc.AdvertisePort = cfg.BindPort
+	if cfg.Advertise.IsValid() {
+		mc.AdvertiseAddr = cfg.Advertise.String()
+	}
+	if len(cfg.Key) > 0 {
+		mc.SecretKey = cfg.Key
+		mc.GossipVerifyIncoming = true
+		mc.GossipVerifyOutgoing = true
+	}
+	mc.DeadNodeReclaimTime = 30 * time.Second // a rebooted or re-addressed node may come back at once
+	mc.Delegate = (*poolDelegate)(p)
+	mc.Events = (*poolEvents)(p)
+	mc.Logger = nil
+	mc.LogOutput = slogWriter{log: cfg.Log.With("component", "memberlist")}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
+	}
+	p.ml = ml
+	return p, nil
+}
+
+// Port is the gossip port actually bound (useful with port 0).
+func (p *pool) Port() int { return int(p.ml.LocalNode().Port) }
+
+// Addr is this node's advertised gossip address.
+func (p *pool) Addr() netip.AddrPort {
+	n := p.ml.LocalNode()
+	ip, _ := netip.AddrFromSlice(n.Addr)
+	return netip.AddrPortFrom(ip.Unmap(), n.Port)
+}
+
+// Join contacts the given host:port addresses; it returns how many answered.
+func (p *pool) Join(addrs []string) (int, error) {
+	if len(addrs) == 0 {
+		return 0, nil
+	}
+	return p.ml.Join(addrs)
+}
+
+// Known reports whether node is currently alive in the pool.
+func (p *pool) Known(node string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.members[node].Status == StatusAlive
+}
+
+// NumMembers counts alive members, this node included.
+func (p *pool) NumMembers() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, m := range p.members {
+		if m.Status == StatusAlive {
+			n++
+		}
+	}
+	return n
+}
+
+// UpdateMeta re-publishes this node's metadata.
+func (p *pool) UpdateMeta(timeout time.Duration) error { return p.ml.UpdateNode(timeout) }
+
+// Leave tells the pool we are going (others see "left") and stops gossip.
+func (p *pool) Leave(timeout time.Duration) error {
+	err := p.ml.Leave(timeout)
+	if serr := p.ml.Shutdown(); err == nil {
+		err = serr
+	}
+	return err
+}
+
+// Shutdown stops gossip without telling anyone (others will see "dead").
+func (p *pool) Shutdown() error { return p.ml.Shutdown() }
+
+// Members lists every member: alive ones, plus those that left or died
+// within the retention period. Sorted by node ID.
+func (p *pool) Members(now time.Time) []Member {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Member, 0, len(p.members))
+	for id, m := range p.members {
+		if m.Status != StatusAlive && now.Sub(m.Since) > p.cfg.Retention {
+			delete(p.members, id)
+			continue
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
+	return out
+}
+
+// toMember copies a memberlist node; call it only from event callbacks.
+func toMember(n *memberlist.Node, log *slog.Logger) Member {
+	ip, _ := netip.AddrFromSlice(n.Addr)
+	m := Member{Node: n.Name, Addr: netip.AddrPortFrom(ip.Unmap(), n.Port), Status: StatusAlive}
+	meta, err := decodeMeta(n.Meta)
+	if err != nil {
+		log.Debug("undecodable member metadata", "node", n.Name, "err", err)
+	}
+	m.Meta = meta
+	return m
+}
+
+// poolDelegate gives memberlist our metadata; we use no user messages.
+type poolDelegate pool
+
+func (d *poolDelegate) NodeMeta(limit int) []byte {
+	b := d.cfg.Meta()
+	if len(b) > limit {
+		return b[:0]
+	}
+	return b
+}
+func (d *poolDelegate) NotifyMsg([]byte)                           {}
+func (d *poolDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *poolDelegate) LocalState(join bool) []byte                { return nil }
+func (d *poolDelegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// poolEvents keeps the departed table. Callbacks must not block.
+type poolEvents pool
+
+func (e *poolEvents) NotifyJoin(n *memberlist.Node)   { e.put(toMember(n, e.cfg.Log)) }
+func (e *poolEvents) NotifyUpdate(n *memberlist.Node) { e.put(toMember(n, e.cfg.Log)) }
+
+func (e *poolEvents) NotifyLeave(n *memberlist.Node) {
+	m := toMember(n, e.cfg.Log)
+	m.Since = time.Now()
+	switch {
+	case m.Meta.Roaming:
+		// It moved to another subnet: it is not ours any more, not "left".
+		e.mu.Lock()
+		delete(e.members, m.Node)
+		e.mu.Unlock()
+		e.changed()
+		return
+	case m.Meta.Leaving:
+		m.Status = StatusLeft
+	default:
+		m.Status = StatusDead
+	}
+	e.put(m)
+}
+
+func (e *poolEvents) put(m Member) {
+	e.mu.Lock()
+	e.members[m.Node] = m
+	e.mu.Unlock()
+	e.changed()
+}
+
+func (e *poolEvents) changed() {
+	if e.cfg.OnChange != nil {
+		e.cfg.OnChange()
+	}
+}
+
+// slogWriter adapts memberlist's line logger to slog: "[DEBUG] memberlist: ..."
+// lines become slog records at the matching level.
+type slogWriter struct{ log *slog.Logger }
+
+var _ io.Writer = slogWriter{}
+
+var mlLevels = []struct {
+	prefix string
+	level  slog.Level
+}{{"[DEBUG]", slog.LevelDebug}, {"[INFO]", slog.LevelInfo}, {"[WARN]", slog.LevelWarn}, {"[ERR]", slog.LevelError}}
+
+func (w slogWriter) Write(b []byte) (int, error) {
+	msg, level := string(b), slog.LevelInfo
+	for _, l := range mlLevels {
+		if i := strings.Index(msg, l.prefix); i >= 0 {
+			msg, level = msg[i+len(l.prefix):], l.level
+			break
+		}
+	}
+	w.log.Log(context.Background(), level, strings.TrimSpace(msg))
+	return len(b), nil
+}
+
+// hostPort formats an address for memberlist.Join.
+func hostPort(ip netip.Addr, port int) string {
+	return net.JoinHostPort(ip.String(), strconv.Itoa(port))
+}
