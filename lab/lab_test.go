@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,7 +28,44 @@ type labMain struct{ m *testing.M }
 
 func (l labMain) Run() int { return lab.Main(l.m) }
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(labMain{m}) }
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) == "http" {
+		os.Exit(helperHTTP())
+	}
+	goleak.VerifyTestMain(labMain{m})
+}
+
+// helperEnv makes the test binary act as a tiny agent-like server: it serves
+// its IPv4 addresses on 127.0.0.1:7380 until SIGTERM, then exits 0.
+const helperEnv = "LAB_TEST_HELPER"
+
+func helperHTTP() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:7380")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		addrs, _ := net.InterfaceAddrs()
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() {
+				fmt.Fprintln(w, ipn.IP)
+			}
+		}
+	})}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	go func() {
+		<-sig
+		_ = srv.Close()
+	}()
+	fmt.Println("helper listening on", ln.Addr())
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return 1
+	}
+	fmt.Println("helper stopped")
+	return 0
+}
 
 // serve runs an HTTP server on ln until the test ends. It answers every
 // request with "<name> <client IP>" and echoes the size of a request body.
@@ -535,5 +573,46 @@ func TestBinaryFromEnv(t *testing.T) {
 	t.Setenv(lab.EnvBinary, bin)
 	if got := lab.Binary(t); got != bin {
 		t.Errorf("Binary = %q, want %q", got, bin)
+	}
+}
+
+// TestAgentLikeProcesses runs the same server on 127.0.0.1:7380 in two
+// hosts and reaches each through the host's HTTP client: the way lab tests
+// talk to the local API of real agents.
+func TestAgentLikeProcesses(t *testing.T) {
+	t.Parallel()
+	l := lab.New(t, lab.Options{Subnets: 2, WANRate: "off"})
+	hosts := []*lab.Host{l.AddHost(1), l.AddHost(2)}
+	procs := make([]*lab.Proc, len(hosts))
+	for i, h := range hosts {
+		cmd := h.Command(context.Background(), os.Args[0])
+		cmd.Env = append(os.Environ(), helperEnv+"=http")
+		procs[i] = h.StartCmd(t, "helper", cmd)
+	}
+	for i, h := range hosts {
+		var body string
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if body, err = get(shortCtx(t, 2*time.Second), h, "http://127.0.0.1:7380/"); err == nil {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("%s: local API never answered: %v\n%s", h, err, procs[i].Log())
+		}
+		if want := h.IP().String() + "\n"; body != want {
+			t.Errorf("%s answered %q, want %q", h, body, want)
+		}
+	}
+	for i, p := range procs {
+		if err := p.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Wait(10 * time.Second); err != nil {
+			t.Errorf("%s: exit after SIGTERM: %v\n%s", hosts[i], err, p.Log())
+		}
+		if !strings.Contains(p.Log(), "helper stopped") {
+			t.Errorf("%s: log lacks clean stop:\n%s", hosts[i], p.Log())
+		}
 	}
 }
