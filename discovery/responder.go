@@ -31,6 +31,8 @@ const (
 	dedupWindow = 500 * time.Millisecond
 	// dedupMax bounds the remembered Probes.
 	dedupMax = 4096
+	// readBuffer is the socket receive buffer the responder asks for.
+	readBuffer = 1 << 20
 )
 
 // Holder reports the segments the agent holds (the Available Segment
@@ -237,6 +239,10 @@ func (r *Responder) Start(ctx context.Context) error {
 	conns, err := r.listen()
 	if err != nil {
 		return fmt.Errorf("start responder: %w", err)
+	}
+	for _, c := range conns {
+		// Best-effort: absorb bursts of WS-Discovery traffic.
+		_ = c.SetReadBuffer(readBuffer)
 	}
 	r.started = true
 	r.conns = conns
