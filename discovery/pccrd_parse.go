@@ -112,6 +112,12 @@ func parseEnvelope(b []byte) (*envelope, error) {
 	if len(b) > MaxMessageSize {
 		return nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(b))
 	}
+	// Every PCCRD message declares the PeerDist namespace (its Types is a
+	// PeerDist QName): a cheap filter for the other WS-Discovery traffic
+	// (printers, PCs) and junk on port 3702.
+	if !bytes.Contains(b, []byte(nsPeerDist)) {
+		return nil, fmt.Errorf("%w: no PeerDist namespace", ErrNotPCCRD)
+	}
 	d := xml.NewDecoder(bytes.NewReader(b))
 	d.Strict = true
 	env := &envelope{fields: map[string]*field{}, elements: map[string]int{}}

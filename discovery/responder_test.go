@@ -343,6 +343,8 @@ func TestForeignTraffic(t *testing.T) {
 		t.Fatalf("first datagram back is not the sentinel's answer: %v %+v", err, pm)
 	}
 
+	// The responder counts a reply after sending it.
+	waitFor(t, func() bool { return metricValue(t, m.MatchesSent) >= 1 })
 	total := float64(rounds * len(foreign))
 	if dropped := droppedTotal(); dropped != total {
 		t.Errorf("malformed dropped = %v, want %v", dropped, total)
@@ -453,7 +455,7 @@ func TestProberFiltersReplies(t *testing.T) {
 			t.Errorf("ignored %s = %v, want %v", reason, n, want)
 		}
 	}
-	if n := metricValue(t, m.MalformedDropped.WithLabelValues(dropInvalid)); n != 1 {
+	if n := metricValue(t, m.MalformedDropped.WithLabelValues(dropForeign)); n != 1 {
 		t.Errorf("malformed = %v, want 1", n)
 	}
 	_ = p.Close()
