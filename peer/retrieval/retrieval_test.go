@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -250,7 +251,7 @@ func TestServerBusy(t *testing.T) {
 	st := newMemStore(info, data, nil)
 	st.gate = make(chan struct{})
 	ts, srv, _ := startPeer(t, st, ServerConfig{MaxUploads: 1})
-	c := NewClient(ClientConfig{})
+	c := NewClient(ClientConfig{RequestTimeout: time.Minute})
 	defer c.Close()
 
 	first := make(chan error, 1)
@@ -287,7 +288,7 @@ func TestClientNegotiate(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
 	info, data := testContent(t, 100)
 	ts, _, _ := startPeer(t, newMemStore(info, data, nil), ServerConfig{})
-	c := NewClient(ClientConfig{})
+	c := NewClient(ClientConfig{RequestTimeout: time.Minute})
 	defer c.Close()
 	r, err := c.Negotiate(context.Background(), strings.TrimPrefix(ts.URL, "http://"))
 	if err != nil || r.Max != Version1 {
@@ -339,7 +340,7 @@ func TestFetchSegment(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
 	// Two segments; fetch the second (full, 512 blocks) and the short first... of a 40 MiB file.
 	info, data := testContent(t, content.SegmentSize+37*content.BlockSize+1000)
-	c := NewClient(ClientConfig{})
+	c := NewClient(ClientConfig{RequestTimeout: time.Minute})
 	defer c.Close()
 
 	t.Run("three peers, segment split between them", func(t *testing.T) {
@@ -354,7 +355,7 @@ func TestFetchSegment(t *testing.T) {
 		var col collector
 		res, err := c.FetchSegment(context.Background(), seg, nil, peers, col.sink)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%v (%+v)", err, res)
 		}
 		col.check(t, seg, data, allBlocks(seg))
 		total := 0
@@ -391,7 +392,7 @@ func TestFetchSegment(t *testing.T) {
 		}
 		badTS, _, badCount := startPeer(t, bad, ServerConfig{})
 		goodTS, _, _ := startPeer(t, newMemStore(info, data, nil), ServerConfig{})
-		c1 := NewClient(ClientConfig{PerPeer: 1})
+		c1 := NewClient(ClientConfig{PerPeer: 1, RequestTimeout: time.Minute})
 		defer c1.Close()
 		var col collector
 		res, err := c1.FetchSegment(context.Background(), seg, nil, []string{badTS.URL, goodTS.URL}, col.sink)
@@ -444,10 +445,9 @@ func TestFetchSegment(t *testing.T) {
 	t.Run("cancelled", func(t *testing.T) {
 		ts, _, _ := startPeer(t, newMemStore(info, data, nil), ServerConfig{})
 		ctx, cancel := context.WithCancel(context.Background())
-		n := 0
+		var n atomic.Int64
 		_, err := c.FetchSegment(ctx, &info.Segments[0], nil, []string{ts.URL}, func(int, []byte) error {
-			n++
-			if n == 3 {
+			if n.Add(1) == 3 {
 				cancel()
 			}
 			return nil
@@ -492,4 +492,61 @@ func FuzzServeHTTP(f *testing.F) {
 			t.Fatalf("status %d", rec.Code)
 		}
 	})
+}
+
+func TestCipherCache(t *testing.T) {
+	c := newCipherCache(100)
+	k := func(i uint32) cipherKey { return cipherKey{index: i} }
+	c.put(k(1), make([]byte, 40), []byte{1}, 30)
+	c.put(k(2), make([]byte, 40), []byte{2}, 30)
+	if _, ok := c.get(k(1)); !ok { // 1 becomes most recent
+		t.Fatal("entry 1 missing")
+	}
+	c.put(k(3), make([]byte, 40), []byte{3}, 30) // evicts 2
+	if _, ok := c.get(k(2)); ok {
+		t.Fatal("entry 2 not evicted")
+	}
+	if e, ok := c.get(k(3)); !ok || e.iv[0] != 3 || e.plain != 30 {
+		t.Fatalf("entry 3: %+v", e)
+	}
+	c.put(k(4), make([]byte, 101), nil, 1) // larger than the cache: ignored
+	if _, ok := c.get(k(4)); ok || c.size != 80 {
+		t.Fatalf("oversized entry cached, size %d", c.size)
+	}
+	var none *cipherCache
+	none.put(k(1), nil, nil, 0)
+	if _, ok := none.get(k(1)); ok {
+		t.Fatal("nil cache hit")
+	}
+}
+
+func TestServerCipherCacheReplay(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	info, data := testContent(t, 2*content.BlockSize)
+	seg := &info.Segments[0]
+	for _, cacheBytes := range []int{0, -1} {
+		st := newMemStore(info, data, nil)
+		ts, _, _ := startPeer(t, st, ServerConfig{CipherCacheBytes: cacheBytes})
+		req, _ := (&GetBlks{SegmentID: seg.ID, Ranges: []BlockRange{{1, 1}}}).AppendBinary(nil)
+		var replies [][]byte
+		for range 3 {
+			code, body := post(t, ts.URL+Path, req)
+			if code != http.StatusOK {
+				t.Fatalf("status %d", code)
+			}
+			m, err := ParseResponse(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := decryptBlock(seg, 1, m.(*Blk)); err != nil {
+				t.Fatal(err)
+			}
+			replies = append(replies, body)
+		}
+		same := bytes.Equal(replies[0], replies[1]) && bytes.Equal(replies[1], replies[2])
+		if cached := cacheBytes >= 0; same != cached || (cached && st.reads.Load() != 1) || (!cached && st.reads.Load() != 3) {
+			t.Fatalf("cache %d: replies identical %v, %d store reads", cacheBytes, same, st.reads.Load())
+		}
+	}
+	http.DefaultClient.CloseIdleConnections()
 }

@@ -53,6 +53,9 @@ type ServerConfig struct {
 	// UploadTimeout bounds reading a request and writing its reply; 0 means
 	// DefaultUploadTimeout.
 	UploadTimeout time.Duration
+	// CipherCacheBytes caps the cache of encrypted blocks replayed to
+	// later requesters; 0 means DefaultCipherCacheBytes, negative disables it.
+	CipherCacheBytes int
 	// Logger receives debug logs about dropped requests; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -79,7 +82,8 @@ type Server struct {
 	timeout time.Duration
 	log     *slog.Logger
 	slots   chan struct{}
-	bufs    sync.Pool // *[]byte response buffers
+	cache   *cipherCache // nil when disabled
+	bufs    sync.Pool    // *[]byte response buffers
 
 	blocksServed, bytesServed, notHeld, busy, malformed atomic.Uint64
 }
@@ -109,6 +113,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		n = DefaultMaxUploads
 	}
 	s.slots = make(chan struct{}, n)
+	switch {
+	case cfg.CipherCacheBytes == 0:
+		s.cache = newCipherCache(DefaultCipherCacheBytes)
+	case cfg.CipherCacheBytes > 0:
+		s.cache = newCipherCache(cfg.CipherCacheBytes)
+	}
 	return s, nil
 }
 
@@ -259,33 +269,41 @@ func (s *Server) serveBlock(w http.ResponseWriter, m *GetBlks) {
 	}
 	defer s.bufs.Put(bp)
 
-	iv := make([]byte, aes.BlockSize)
-	_, _ = rand.Read(iv) // crypto/rand.Read never fails
 	blk := &Blk{
 		Crypto:         ServerCrypto,
 		SegmentID:      m.SegmentID,
 		BlockIndex:     index,
 		NextBlockIndex: nextHeld(NormalizeRanges(held), uint64(index)+1),
-		IV:             iv,
 	}
 	buf := append((*bp)[:0], 0, 0, 0, 0) // transport header
 	buf = blk.appendPrefix(buf)
 	sizeAt := len(buf)
 	buf = append(buf, 0, 0, 0, 0) // SizeOfBlock
 	dataAt := len(buf)
-	buf, err := s.store.ReadBlock(m.SegmentID, index, buf)
-	if err != nil || len(buf) == dataAt || len(buf)-dataAt > MaxResponseSize-256 {
-		s.notHeld.Add(1)
-		s.log.Debug("pccrr block not readable", "segment", m.SegmentID, "block", index, "err", err)
-		s.reply(w, empty)
-		return
-	}
-	plain := len(buf) - dataAt
-	buf, err = encryptInPlace(buf, dataAt, kp, iv)
-	if err != nil {
-		s.log.Error("pccrr encrypt", "err", err)
-		s.reply(w, empty)
-		return
+	var plain int
+	key := cipherKey{id: m.SegmentID, index: index}
+	if ent, ok := s.cache.get(key); ok {
+		buf = append(buf, ent.ct...)
+		blk.IV, plain = ent.iv, ent.plain
+	} else {
+		var err error
+		buf, err = s.store.ReadBlock(m.SegmentID, index, buf)
+		if err != nil || len(buf) == dataAt || len(buf)-dataAt > MaxResponseSize-256 {
+			s.notHeld.Add(1)
+			s.log.Debug("pccrr block not readable", "segment", m.SegmentID, "block", index, "err", err)
+			s.reply(w, empty)
+			return
+		}
+		plain = len(buf) - dataAt
+		blk.IV = make([]byte, aes.BlockSize)
+		_, _ = rand.Read(blk.IV) // crypto/rand.Read never fails
+		buf, err = encryptInPlace(buf, dataAt, kp, blk.IV)
+		if err != nil {
+			s.log.Error("pccrr encrypt", "err", err)
+			s.reply(w, empty)
+			return
+		}
+		s.cache.put(key, buf[dataAt:], blk.IV, plain)
 	}
 	putU32(buf[sizeAt:], uint32(len(buf)-dataAt))
 	buf = blk.appendSuffix(buf) // ciphertext is a multiple of 16: no padding
