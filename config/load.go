@@ -155,6 +155,7 @@ func decodeKey(v *viper.Viper, key string, cfg *Config) error {
 		Result:           cfg,
 		WeaklyTypedInput: true,
 		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			rateHook,
 			mapstructure.StringToTimeDurationHookFunc(),
 			mapstructure.StringToSliceHookFunc(","),
 			mapstructure.TextUnmarshallerHookFunc(),
@@ -167,6 +168,19 @@ func decodeKey(v *viper.Viper, key string, cfg *Config) error {
 		return fmt.Errorf("%w: %s: %v: %s", ErrInvalid, key, v.Get(key), decodeReason(err))
 	}
 	return nil
+}
+
+// rateHook makes a bare number in a rate field go through ParseRate, so
+// "leader_rate: 50" is an error (50 what?) rather than 50 bit/s.
+func rateHook(from, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeFor[shaping.Rate]() || from == reflect.TypeFor[shaping.Rate]() {
+		return data, nil
+	}
+	r, err := shaping.ParseRate(fmt.Sprint(data))
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // decodeReason trims mapstructure's wrapping to the part a user can act on.

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"strings"
 	"time"
 
@@ -9,9 +10,20 @@ import (
 	"github.com/redleader-p2p/redleader/shaping"
 )
 
-// YAML renders the config as a YAML document in the file format, with
-// durations and rates in their human forms and the cluster key hidden.
+// YAML renders the config as a YAML document in the file format.
 func (c Config) YAML() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(c.Map()); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), enc.Close()
+}
+
+// Map returns the config as nested maps keyed like the config file, with
+// durations and rates in their human forms and the cluster key hidden.
+func (c Config) Map() map[string]any {
 	root := map[string]any{}
 	for k, v := range flatten(c) {
 		switch x := v.(type) {
@@ -35,5 +47,5 @@ func (c Config) YAML() ([]byte, error) {
 		}
 		m[parts[len(parts)-1]] = v
 	}
-	return yaml.Marshal(root)
+	return root
 }

@@ -209,7 +209,9 @@ func (a *Agent) Close() error {
 		errs = append(errs, a.leaveHomeLocked(false))
 		a.mu.Unlock()
 		errs = append(errs, a.lock.Close())
-		a.log.Info("agent stopped")
+		if a.api != nil {
+			a.log.Info("agent stopped")
+		}
 	})
 	return errors.Join(errs...)
 }
@@ -306,7 +308,10 @@ func (a *Agent) leaveHomeLocked(roaming bool) error {
 		if err := a.pool.UpdateMeta(leaveTimeout); err != nil {
 			a.log.Debug("leaving flag not broadcast", "err", err)
 		}
-		errs = append(errs, a.pool.Leave(leaveTimeout))
+		if err := a.pool.Leave(leaveTimeout); err != nil {
+			// Peers that missed the leave will see us dead instead: not an error.
+			a.log.Warn("leave not acknowledged", "err", err)
+		}
 		a.pool = nil
 	}
 	return errors.Join(errs...)

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/redleader-p2p/redleader/peer"
+)
+
+func agentCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the agent (embedded defaults; no config needed on a LAN)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.loadConfig(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			log := newLogger(g.stderr, cfg.LogLevel)
+			a, err := peer.New(cfg, peer.Options{Version: version, Logger: log})
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if err := a.Start(ctx); err != nil {
+				a.Close()
+				return fmt.Errorf("start agent: %w", err)
+			}
+			<-ctx.Done()
+			log.Info("signal received: leaving the cluster")
+			return a.Close()
+		},
+	}
+	f := cmd.Flags()
+	f.String("node-name", "", "display name (default: hostname)")
+	f.String("subnet", "", "subnet CIDR override (default: from the primary interface)")
+	f.String("location", "", "location name (subnets sharing one WAN link)")
+	f.String("advertise-addr", "", "IP other agents reach this one at (default: primary interface)")
+	f.String("bind-addr", "", "IP to bind gossip and peer ports to (default 0.0.0.0)")
+	f.Int("gossip-port", 0, "gossip port (default 7946)")
+	f.Int("peer-port", 0, "peer retrieval/RPC port (default 7381)")
+	f.String("api-addr", "", "local API address (default 127.0.0.1:7380)")
+	f.StringSlice("join", nil, "gossip addresses (host:port) to join")
+	f.String("log-level", "", "debug, info, warn or error (default info)")
+	f.Bool("not-leader", false, "never become Red Leader on this machine")
+	f.String("lan-iface", "", "interface for LAN discovery (default: primary)")
+	f.String("lan-group", "", "LAN discovery multicast group (default 239.255.82.76)")
+	f.Int("lan-port", 0, "LAN discovery UDP port (default 7382)")
+	f.Bool("no-lan-discover", false, "do not use multicast to find other agents")
+	return cmd
+}
