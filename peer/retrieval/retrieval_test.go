@@ -1,12 +1,14 @@
 package retrieval
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -549,4 +551,31 @@ func TestServerCipherCacheReplay(t *testing.T) {
 		}
 	}
 	http.DefaultClient.CloseIdleConnections()
+}
+
+func TestServerUploadTimeout(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	info, data := testContent(t, 100)
+	ts, srv, _ := startPeer(t, newMemStore(info, data, nil), ServerConfig{UploadTimeout: 50 * time.Millisecond})
+	conn, err := net.Dial("tcp", ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Promise a 68-byte body, send 10 bytes and stall.
+	if _, err := io.WriteString(conn, "POST "+Path+" HTTP/1.1\r\nHost: x\r\nContent-Length: 68\r\n\r\n0123456789"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(time.Minute)) // only a guard against hanging
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !resp.Close {
+		t.Fatalf("status %d, close %v", resp.StatusCode, resp.Close)
+	}
+	if srv.Stats().Malformed != 1 {
+		t.Fatalf("stats %+v", srv.Stats())
+	}
 }

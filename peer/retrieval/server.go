@@ -156,12 +156,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusRequestEntityTooLarge, fmt.Errorf("content length %d", r.ContentLength))
 		return
 	}
-	deadline := time.Now().Add(s.timeout)
+	// UploadTimeout bounds reading the request, then, afresh, writing the reply
+	// (so that a request that timed out can still get its error status).
 	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(deadline) // not supported by every ResponseWriter
-	_ = rc.SetWriteDeadline(deadline)
-
+	_ = rc.SetReadDeadline(time.Now().Add(s.timeout)) // not supported by every ResponseWriter
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxReq))
+	_ = rc.SetWriteDeadline(time.Now().Add(s.timeout))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
