@@ -184,4 +184,3 @@ func yesNo(b bool) string {
 	}
 	return "no"
 }
-

@@ -113,4 +113,3 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 func oneLine(err error) string {
 	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
 }
-
