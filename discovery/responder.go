@@ -281,6 +281,11 @@ func (r *Responder) Addr() netip.AddrPort {
 	return r.conns[0].LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
+// Endpoint returns the Responder's wsa:Address (urn:uuid), which its
+// ProbeMatches carry as Match.Endpoint: an agent can use it to ignore its
+// own replies.
+func (r *Responder) Endpoint() string { return r.address }
+
 // Close stops the Responder and waits for its goroutines. Pending replies
 // are dropped.
 func (r *Responder) Close() error {
