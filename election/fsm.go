@@ -32,6 +32,16 @@ type RedLeader struct {
 // Confirmed reports whether the appointee has confirmed.
 func (r RedLeader) Confirmed() bool { return r.Node != "" && !r.ConfirmedAt.IsZero() }
 
+// Holds is the fencing rule an agent applies before it acts as Red
+// Leader: the seat must be node's at the newest epoch node knows of (from
+// check-in replies, state pulls or its own FSM), and node's last
+// successful check-in must be younger than lease (< checkin_timeout).
+// A cut-off Red Leader thus stops before its successor is appointed.
+func (r RedLeader) Holds(node string, newestEpoch uint64, lastCheckIn, now time.Time, lease time.Duration) bool {
+	return node != "" && r.Node == node && r.Epoch >= newestEpoch &&
+		!lastCheckIn.IsZero() && !now.Before(lastCheckIn) && now.Sub(lastCheckIn) < lease
+}
+
 // EventKind names an election event.
 type EventKind string
 

@@ -633,3 +633,32 @@ func fuzzSeedState() State {
 		Dedup:     []string{"r1", "r2"},
 	}
 }
+
+func TestRedLeaderHolds(t *testing.T) {
+	seat := RedLeader{Node: "a", Epoch: 5, AppointedAt: t0}
+	lease := 2 * time.Second
+	tests := []struct {
+		name    string
+		node    string
+		newest  uint64
+		checkIn time.Time
+		now     time.Time
+		want    bool
+	}{
+		{"holds", "a", 5, t0, t0.Add(time.Second), true},
+		{"other node", "b", 5, t0, t0.Add(time.Second), false},
+		{"empty node", "", 5, t0, t0.Add(time.Second), false},
+		{"newer epoch known", "a", 6, t0, t0.Add(time.Second), false},
+		{"lease expired", "a", 5, t0, t0.Add(lease), false},
+		{"never checked in", "a", 5, time.Time{}, t0, false},
+		{"check-in in the future", "a", 5, t0.Add(time.Minute), t0, false},
+	}
+	for _, tt := range tests {
+		if got := seat.Holds(tt.node, tt.newest, tt.checkIn, tt.now, lease); got != tt.want {
+			t.Errorf("%s: Holds = %v", tt.name, got)
+		}
+	}
+	if (RedLeader{Epoch: 5}).Holds("", 5, t0, t0, lease) {
+		t.Error("vacant seat held")
+	}
+}
