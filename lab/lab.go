@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package lab builds throw-away Linux network labs for end-to-end tests:
 // network namespaces joined by veth pairs, one Linux bridge per subnet in a
 // router namespace, and an origin namespace behind a rate-limited WAN link

@@ -1,0 +1,359 @@
+//go:build linux
+
+package lab_test
+
+// End-to-end tests of the agent foundation (issue 2): real redleader
+// processes in lab namespaces, found by multicast with no join config.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redleader-p2p/redleader/lab"
+	"github.com/redleader-p2p/redleader/peer"
+)
+
+// agent is one redleader process on a lab host.
+type agent struct {
+	h    *lab.Host
+	p    *lab.Proc
+	dir  string
+	node string
+}
+
+func startAgent(t *testing.T, h *lab.Host, args ...string) *agent {
+	t.Helper()
+	dir := t.TempDir()
+	full := append([]string{lab.Binary(t), "agent", "--data-dir", dir, "--log-level", "debug",
+		"--node-name", h.Name}, args...)
+	return &agent{h: h, p: h.Start(t, "agent", full...), dir: dir}
+}
+
+// api GETs path from the agent's local API into v.
+func (a *agent) api(ctx context.Context, path string, v any) error {
+	req, err := newGet(ctx, "http://127.0.0.1:7380"+path)
+	if err != nil {
+		return err
+	}
+	resp, err := a.h.HTTPClient().Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("%s: HTTP %d: %s", path, resp.StatusCode, b)
+	}
+	return json.Unmarshal(b, v)
+}
+
+func (a *agent) members(t *testing.T) []peer.MemberInfo {
+	t.Helper()
+	var ms []peer.MemberInfo
+	if err := a.api(shortCtx(t, 2*time.Second), "/v1/members", &ms); err != nil {
+		return nil
+	}
+	return ms
+}
+
+// nodeID waits for the agent's API and returns its node ID.
+func (a *agent) nodeID(t *testing.T) string {
+	t.Helper()
+	if a.node != "" {
+		return a.node
+	}
+	waitFor(t, 10*time.Second, a.h.Name+" API up", func() bool {
+		var st peer.StatusResponse
+		if a.api(shortCtx(t, 2*time.Second), "/v1/status", &st) != nil {
+			return false
+		}
+		a.node = st.Node
+		return true
+	})
+	return a.node
+}
+
+func newGet(ctx context.Context, url string) (*http.Request, error) {
+	return http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > d {
+			t.Fatalf("not within %v: %s", d, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// statusOf returns how a sees node ("" when not listed).
+func statusOf(ms []peer.MemberInfo, node string) string {
+	for _, m := range ms {
+		if m.Node == node {
+			return m.Status
+		}
+	}
+	return ""
+}
+
+// seesExactly reports whether a lists exactly want, all alive.
+func (a *agent) seesExactly(t *testing.T, want []*agent) bool {
+	ms := a.members(t)
+	if len(ms) != len(want) {
+		return false
+	}
+	for _, w := range want {
+		if statusOf(ms, w.node) != peer.StatusAlive {
+			return false
+		}
+	}
+	return true
+}
+
+func TestLabSubnetsFormWithoutConfig(t *testing.T) {
+	t.Parallel()
+	l := lab.New(t, lab.Options{Subnets: 2, WANRate: "off"})
+	subnets := [][]*agent{{}, {}}
+	start := time.Now()
+	for s := 1; s <= 2; s++ {
+		for range 3 {
+			h := l.AddHost(s)
+			subnets[s-1] = append(subnets[s-1], startAgent(t, h))
+		}
+	}
+	for _, sub := range subnets {
+		for _, a := range sub {
+			a.nodeID(t)
+		}
+	}
+	waitFor(t, 10*time.Second-time.Since(start), "each agent lists exactly its subnet's 3 agents, alive", func() bool {
+		for _, sub := range subnets {
+			for _, a := range sub {
+				if !a.seesExactly(t, sub) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	t.Logf("2 subnets x 3 agents converged %v after the first start", time.Since(start))
+
+	// SIGKILL one agent of subnet 1: the others see it dead within 15 s.
+	sub := subnets[0]
+	killed, termed, rest := sub[0], sub[1], sub[2]
+	if err := killed.p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	took := waitFor(t, 15*time.Second, "SIGKILLed agent shown dead", func() bool {
+		for _, a := range sub[1:] {
+			if statusOf(a.members(t), killed.node) != peer.StatusDead {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("SIGKILL detected as dead in %v", took)
+
+	// SIGTERM another: it exits 0 and the last one sees it left.
+	if err := termed.p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := termed.p.Wait(10 * time.Second); err != nil {
+		t.Fatalf("SIGTERM: exit %v\n%s", err, termed.p.Log())
+	}
+	waitFor(t, 5*time.Second, "SIGTERMed agent shown left", func() bool {
+		return statusOf(rest.members(t), termed.node) == peer.StatusLeft
+	})
+	// The other subnet never noticed any of this.
+	for _, a := range subnets[1] {
+		if !a.seesExactly(t, subnets[1]) {
+			t.Errorf("%s: subnet 2 membership disturbed: %+v", a.h.Name, a.members(t))
+		}
+	}
+}
+
+func TestLabRoaming(t *testing.T) {
+	t.Parallel()
+	l := lab.New(t, lab.Options{Subnets: 2, WANRate: "off"})
+	var s1, s2 []*agent
+	for range 2 {
+		s1 = append(s1, startAgent(t, l.AddHost(1)))
+		s2 = append(s2, startAgent(t, l.AddHost(2)))
+	}
+	roamer := startAgent(t, l.AddHost(1))
+	s1 = append(s1, roamer)
+	for _, a := range append(s1, s2...) {
+		a.nodeID(t)
+	}
+	waitFor(t, 10*time.Second, "both subnets formed", func() bool {
+		for _, a := range s1 {
+			if !a.seesExactly(t, s1) {
+				return false
+			}
+		}
+		for _, a := range s2 {
+			if !a.seesExactly(t, s2) {
+				return false
+			}
+		}
+		return true
+	})
+
+	if err := roamer.h.MoveTo(2); err != nil {
+		t.Fatal(err)
+	}
+	newS1, newS2 := s1[:2], append(append([]*agent{}, s2...), roamer)
+	took := waitFor(t, 15*time.Second, "roamer alive in subnet 2 and gone from subnet 1", func() bool {
+		for _, a := range newS2 {
+			if !a.seesExactly(t, newS2) {
+				return false
+			}
+		}
+		for _, a := range newS1 {
+			if statusOf(a.members(t), roamer.node) != "" {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("re-homed in %v", took)
+	var st peer.StatusResponse
+	if err := roamer.api(shortCtx(t, 2*time.Second), "/v1/status", &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Subnet != lab.SubnetPrefix(2).String() || st.Addr != roamer.h.IP().String() {
+		t.Errorf("roamer status after move: %+v", st)
+	}
+	if log := roamer.p.Log(); strings.Count(log, "agent started") != 1 || !strings.Contains(log, "re-homing") {
+		t.Errorf("roamer did not re-home in place:\n%s", log)
+	}
+}
+
+// TestLabCLI runs `redleader status` and `members` in both forms against a
+// running agent, and against none.
+func TestLabCLI(t *testing.T) {
+	t.Parallel()
+	l := lab.New(t, lab.Options{Subnets: 1, WANRate: "off"})
+	h1, h2 := l.AddHost(1), l.AddHost(1)
+	cli := func(h *lab.Host, args ...string) (string, int) {
+		cmd := h.Command(shortCtx(t, 10*time.Second), append([]string{lab.Binary(t)}, args...)...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if err != nil {
+			code = cmd.ProcessState.ExitCode()
+		}
+		return string(out), code
+	}
+	// No agent yet.
+	for _, args := range [][]string{{"status"}, {"members"}, {"status", "--json"}, {"members", "--json"}} {
+		out, code := cli(h1, args...)
+		if code != 1 || !strings.Contains(out, "no redleader agent is running") || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+			t.Errorf("%v with no agent: exit %d, %q", args, code, out)
+		}
+	}
+	a1, a2 := startAgent(t, h1), startAgent(t, h2)
+	a1.nodeID(t)
+	a2.nodeID(t)
+	waitFor(t, 10*time.Second, "2 agents meet", func() bool { return a1.seesExactly(t, []*agent{a1, a2}) })
+
+	out, code := cli(h1, "status")
+	if code != 0 || !strings.Contains(out, a1.node) || !strings.Contains(out, "2 alive") || !strings.Contains(out, h1.IP().String()) {
+		t.Errorf("status: exit %d\n%s", code, out)
+	}
+	out, code = cli(h1, "members")
+	if code != 0 || !strings.Contains(out, "NODE") || !strings.Contains(out, a2.node[:8]) || strings.Count(out, "alive") != 2 {
+		t.Errorf("members: exit %d\n%s", code, out)
+	}
+	out, code = cli(h1, "status", "--json")
+	var st peer.StatusResponse
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.Node != a1.node || st.Members.Alive != 2 {
+		t.Errorf("status --json: exit %d\n%s", code, out)
+	}
+	out, code = cli(h1, "members", "--json")
+	var ms []peer.MemberInfo
+	if code != 0 || json.Unmarshal([]byte(out), &ms) != nil || len(ms) != 2 || statusOf(ms, a2.node) != "alive" {
+		t.Errorf("members --json: exit %d\n%s", code, out)
+	}
+	// A second agent on the same data dir fails fast with a clear message.
+	out, code = cli(h1, "agent", "--data-dir", a1.dir, "--api-addr", "127.0.0.1:7399", "--gossip-port", "7999")
+	if code != 1 || !strings.Contains(out, "already running on this data dir") {
+		t.Errorf("second agent on same data dir: exit %d, %q", code, out)
+	}
+}
+
+// TestLabIdleFootprint measures an idle agent's RSS and CPU after 60 s in a
+// 3-agent subnet. Goal (issue 2): <= 30 MB RSS, <= 1% of a core; asserted
+// with headroom so that CI noise does not fail it.
+func TestLabIdleFootprint(t *testing.T) {
+	if testing.Short() {
+		t.Skip("60 s measurement; skipped with -short")
+	}
+	t.Parallel()
+	l := lab.New(t, lab.Options{Subnets: 1, WANRate: "off"})
+	var agents []*agent
+	for range 3 {
+		agents = append(agents, startAgent(t, l.AddHost(1), "--log-level", "info"))
+	}
+	for _, a := range agents {
+		a.nodeID(t)
+	}
+	a := agents[0]
+	cpu0 := procCPU(t, a.p.Pid())
+	t0 := time.Now()
+	time.Sleep(60 * time.Second)
+	cpu := procCPU(t, a.p.Pid()) - cpu0
+	frac := cpu.Seconds() / time.Since(t0).Seconds()
+	rss := procRSS(t, a.p.Pid())
+	t.Logf("idle agent after 60 s: RSS %.1f MB, CPU %.2f%% of a core", float64(rss)/1e6, frac*100)
+	if !a.seesExactly(t, agents) {
+		t.Errorf("cluster not intact after 60 s: %+v", a.members(t))
+	}
+	if rss > 60e6 || frac > 0.05 {
+		t.Errorf("idle footprint too large: RSS %d bytes, CPU %.2f%%", rss, frac*100)
+	}
+}
+
+// procCPU is utime+stime of pid.
+func procCPU(t *testing.T, pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseInt(fields[11], 10, 64)
+	st, _ := strconv.ParseInt(fields[12], 10, 64)
+	const clkTck = 100 // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / clkTck
+}
+
+// procRSS is the resident set size of pid in bytes.
+func procRSS(t *testing.T, pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
