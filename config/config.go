@@ -95,6 +95,49 @@ type Config struct {
 
 	// Shaping holds the WAN/LAN rates this agent starts with.
 	Shaping Shaping `mapstructure:"shaping" yaml:"shaping"`
+
+	// Election tunes the per-subnet Raft group and the Red Leader rules.
+	Election Election `mapstructure:"election" yaml:"election"`
+}
+
+// Election configures the Red Leader election. All timings are multiplied
+// by RaftMultiplier.
+type Election struct {
+	// Voter is "auto" (this machine may vote, chosen for stability) or
+	// "never" (it never joins the Raft group; it may still be Red Leader).
+	Voter string `mapstructure:"voter" yaml:"voter"`
+	// MachineClass is server, desktop or laptop: servers are preferred as
+	// voters; laptops never count toward a 5-voter group. "auto" = desktop.
+	MachineClass string `mapstructure:"machine_class" yaml:"machine_class"`
+	// RaftMultiplier (1–10) scales every election timing, for slow or
+	// lossy networks. Higher: fewer false failovers, slower real ones.
+	RaftMultiplier int `mapstructure:"raft_multiplier" yaml:"raft_multiplier"`
+	// CheckinInterval is how often the Red Leader checks in with the Raft
+	// leader. Shorter: faster detection, more (tiny) RPCs.
+	CheckinInterval time.Duration `mapstructure:"checkin_interval" yaml:"checkin_interval"`
+	// CheckinTimeout: no check-in for this long and the Red Leader is
+	// replaced; it is also the Red Leader's lease. Keep it longer than a
+	// Raft failover so losing the Raft leader never displaces it.
+	CheckinTimeout time.Duration `mapstructure:"checkin_timeout" yaml:"checkin_timeout"`
+	// ConfirmTimeout: an appointee that does not confirm within this is
+	// marked not-leader-material and the next one is appointed.
+	ConfirmTimeout time.Duration `mapstructure:"confirm_timeout" yaml:"confirm_timeout"`
+	// NLMTTL is the life of automatic NotLeaderMaterial marks.
+	NLMTTL time.Duration `mapstructure:"nlm_ttl" yaml:"nlm_ttl"`
+	// DeadVoterGrace: a voter dead or gone this long is replaced. Long
+	// enough that a reboot does not churn the Raft configuration.
+	DeadVoterGrace time.Duration `mapstructure:"dead_voter_grace" yaml:"dead_voter_grace"`
+	// QuorumLossTimeout: with no Raft leader this long and most voters
+	// gone, the survivors re-bootstrap under a new cluster ID (keeping
+	// policy and admin marks). Shorter heals sooner but risks splitting a
+	// cluster that was only partitioned.
+	QuorumLossTimeout time.Duration `mapstructure:"quorum_loss_timeout" yaml:"quorum_loss_timeout"`
+	// BootstrapSettle is the wait after start before the best-ranked
+	// member bootstraps a new cluster when none is seen.
+	BootstrapSettle time.Duration `mapstructure:"bootstrap_settle" yaml:"bootstrap_settle"`
+	// VoterStabilization: a member must be alive this long before it may
+	// become a standby or voter.
+	VoterStabilization time.Duration `mapstructure:"voter_stabilization" yaml:"voter_stabilization"`
 }
 
 // LANDiscovery configures the agent beacon: a small multicast datagram
@@ -186,6 +229,31 @@ func (c *Config) Validate() error {
 	}
 	port("lan_discovery.port", c.LANDiscovery.Port, false)
 	positive("lan_discovery.interval", c.LANDiscovery.Interval)
+	e := c.Election
+	if e.Voter != "auto" && e.Voter != "never" {
+		bad("election.voter", strconv.Quote(e.Voter), "want auto or never")
+	}
+	switch e.MachineClass {
+	case "auto", "server", "desktop", "laptop":
+	default:
+		bad("election.machine_class", strconv.Quote(e.MachineClass), "want auto, server, desktop or laptop")
+	}
+	if e.RaftMultiplier < 1 || e.RaftMultiplier > 10 {
+		bad("election.raft_multiplier", e.RaftMultiplier, "want 1 to 10")
+	}
+	positive("election.checkin_interval", e.CheckinInterval)
+	positive("election.checkin_timeout", e.CheckinTimeout)
+	positive("election.confirm_timeout", e.ConfirmTimeout)
+	positive("election.nlm_ttl", e.NLMTTL)
+	positive("election.dead_voter_grace", e.DeadVoterGrace)
+	positive("election.quorum_loss_timeout", e.QuorumLossTimeout)
+	positive("election.bootstrap_settle", e.BootstrapSettle)
+	if e.VoterStabilization < 0 {
+		bad("election.voter_stabilization", e.VoterStabilization, "must not be negative")
+	}
+	if e.CheckinTimeout > 0 && e.CheckinTimeout <= e.CheckinInterval {
+		bad("election.checkin_timeout", e.CheckinTimeout, "must be longer than election.checkin_interval")
+	}
 	return errors.Join(errs...)
 }
 

@@ -50,6 +50,19 @@ func Default() Config {
 			PeerRate:   256e3,
 			LANRate:    0,
 		},
+		Election: Election{
+			Voter:              "auto",
+			MachineClass:       "auto",
+			RaftMultiplier:     1,
+			CheckinInterval:    500 * time.Millisecond,
+			CheckinTimeout:     2 * time.Second,
+			ConfirmTimeout:     2 * time.Second,
+			NLMTTL:             10 * time.Minute,
+			DeadVoterGrace:     60 * time.Second,
+			QuorumLossTimeout:  30 * time.Second,
+			BootstrapSettle:    2 * time.Second,
+			VoterStabilization: 5 * time.Second,
+		},
 	}
 }
 

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 
 	"github.com/redleader-p2p/redleader/config"
 	"github.com/redleader-p2p/redleader/discovery"
+	"github.com/redleader-p2p/redleader/election"
 )
 
 // Agent errors.
@@ -38,6 +41,9 @@ type Options struct {
 	Version string
 	// Logger receives all logs; nil discards them.
 	Logger *slog.Logger
+	// NeverConfirm is a test hook: this agent never confirms a Red Leader
+	// appointment (it never checks in).
+	NeverConfirm bool
 }
 
 // Agent is one redleader agent: New → Start → Close.
@@ -54,10 +60,16 @@ type Agent struct {
 	reg   *prometheus.Registry
 	stats *agentStats
 
-	mu     sync.Mutex // guards home, pool, beacon
+	mu     sync.Mutex // guards home, pool, beacon, elect
 	home   homeAddr
 	pool   *pool
 	beacon *discovery.Beacon
+	elect  *election.Node
+
+	port      *peerPort   // Raft, cluster RPC and PCCRR
+	serverTLS *tls.Config // nil without a cluster key
+	clientTLS *tls.Config
+	metaKick  chan struct{}
 
 	// metaMu guards meta on its own: memberlist asks for the metadata
 	// from inside calls made while a.mu is held.
@@ -96,7 +108,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, opts: opts, log: log, key: key, boot: time.Now(), lock: lock,
-		joinCh: make(chan string, 64)}
+		joinCh: make(chan string, 64), metaKick: make(chan struct{}, 1)}
 	fail := func(err error) (*Agent, error) { lock.Close(); return nil, err }
 	if a.id, err = loadOrCreateNodeID(cfg.DataDir); err != nil {
 		return fail(err)
@@ -105,8 +117,15 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if a.token, err = loadOrCreateToken(cfg.DataDir); err != nil {
 		return fail(err)
 	}
+	if len(key) > 0 {
+		if a.serverTLS, a.clientTLS, err = clusterTLS(key); err != nil {
+			return fail(err)
+		}
+	}
 	a.meta = Meta{
 		NotLeaderMaterial: cfg.NotLeaderMaterial,
+		VoterOptOut:       cfg.Election.Voter == "never",
+		Class:             uint8(a.electionConfig().Class),
 		ProtoVersion:      ContentProtocolVersion,
 		Boot:              a.boot,
 		PeerPort:          uint16(cfg.PeerPort),
@@ -135,10 +154,29 @@ func (a *Agent) Start(ctx context.Context) error {
 		a.cancel()
 		return fmt.Errorf("local api on %s: %w", a.cfg.APIAddr, err)
 	}
-	if err := a.enterHome(home); err != nil {
+	a.port, err = listenPeerPort(net.JoinHostPort(a.cfg.BindAddr, strconv.Itoa(a.cfg.PeerPort)), a.serverTLS, a.log)
+	if err != nil {
 		ln.Close()
 		a.cancel()
 		return err
+	}
+	a.updateMeta(func(m *Meta) { m.PeerPort = uint16(a.port.Port()) })
+	if err := a.enterHome(home); err != nil {
+		a.port.Close()
+		ln.Close()
+		a.cancel()
+		return err
+	}
+	a.goLoop(a.metaLoop)
+	if err := a.startElection(); err != nil {
+		a.cancel()
+		a.wg.Wait()
+		a.mu.Lock()
+		a.leaveHomeLocked(false)
+		a.mu.Unlock()
+		a.port.Close()
+		ln.Close()
+		return fmt.Errorf("start election: %w", err)
 	}
 	a.apiLn = ln
 	a.api = &http.Server{Handler: a.apiHandler(), ReadHeaderTimeout: 5 * time.Second}
@@ -196,6 +234,7 @@ func (a *Agent) Members() []Member {
 func (a *Agent) Close() error {
 	var errs []error
 	a.closed.Do(func() {
+		errs = append(errs, a.stopElection())
 		if a.cancel != nil {
 			a.cancel()
 		}
@@ -208,6 +247,9 @@ func (a *Agent) Close() error {
 		a.mu.Lock()
 		errs = append(errs, a.leaveHomeLocked(false))
 		a.mu.Unlock()
+		if a.port != nil {
+			errs = append(errs, a.port.Close())
+		}
 		errs = append(errs, a.lock.Close())
 		if a.api != nil {
 			a.log.Info("agent stopped")
@@ -430,6 +472,9 @@ func (a *Agent) rehomeLoop() {
 		}
 		a.log.Info("primary address moved: re-homing", "from", old.Addr, "from_subnet", old.Subnet,
 			"to", h.Addr, "to_subnet", h.Subnet)
+		if err := a.stopElection(); err != nil {
+			a.log.Debug("stopping election for re-home", "err", err)
+		}
 		a.mu.Lock()
 		err = a.leaveHomeLocked(h.Subnet != old.Subnet)
 		a.mu.Unlock()
@@ -443,6 +488,56 @@ func (a *Agent) rehomeLoop() {
 			a.mu.Unlock()
 			continue
 		}
+		if err := a.startElection(); err != nil {
+			a.log.Error("election not restarted after re-home", "err", err)
+		}
 		a.stats.rehomes.Inc()
 	}
+}
+
+// publishMeta asks the meta loop to re-broadcast this node's metadata.
+func (a *Agent) publishMeta() {
+	select {
+	case a.metaKick <- struct{}{}:
+	default:
+	}
+}
+
+// metaLoop broadcasts metadata changes off the callers' goroutines
+// (memberlist's UpdateNode waits for the broadcast to go out).
+func (a *Agent) metaLoop() {
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-a.metaKick:
+		}
+		a.mu.Lock()
+		p := a.pool
+		a.mu.Unlock()
+		if p != nil {
+			if err := p.UpdateMeta(time.Second); err != nil {
+				a.log.Debug("metadata broadcast", "err", err)
+			}
+		}
+	}
+}
+
+// RankInputs are the ranking inputs an agent publishes. Jobs set them;
+// tests set them directly through SetRankInputs.
+type RankInputs struct {
+	Priority Priority
+	Version  uint8
+	Progress uint64
+	Uptime   time.Duration // published as a boot time
+}
+
+// SetRankInputs publishes new ranking inputs (a test hook until jobs
+// exist; jobs will call it too).
+func (a *Agent) SetRankInputs(in RankInputs) {
+	a.updateMeta(func(m *Meta) {
+		m.Priority, m.ProtoVersion, m.Progress = in.Priority, in.Version, in.Progress
+		m.Boot = time.Now().Add(-in.Uptime)
+	})
+	a.publishMeta()
 }

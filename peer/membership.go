@@ -30,7 +30,7 @@ type Member struct {
 	Addr   netip.AddrPort // gossip address
 	Status string
 	Meta   Meta
-	Since  time.Time // when it entered Status (left/dead), zero for alive/suspect
+	Since  time.Time // when it entered Status (alive since, left or dead since)
 }
 
 // poolConfig configures one gossip pool (one per subnet the agent is on).
@@ -188,8 +188,24 @@ func (d *poolDelegate) MergeRemoteState(buf []byte, join bool)     {}
 // poolEvents keeps the departed table. Callbacks must not block.
 type poolEvents pool
 
-func (e *poolEvents) NotifyJoin(n *memberlist.Node)   { e.put(toMember(n, e.cfg.Log)) }
-func (e *poolEvents) NotifyUpdate(n *memberlist.Node) { e.put(toMember(n, e.cfg.Log)) }
+// NotifyJoin records a member that is alive from now on.
+func (e *poolEvents) NotifyJoin(n *memberlist.Node) {
+	m := toMember(n, e.cfg.Log)
+	m.Since = time.Now()
+	e.put(m)
+}
+
+// NotifyUpdate records new metadata; "alive since" is kept.
+func (e *poolEvents) NotifyUpdate(n *memberlist.Node) {
+	m := toMember(n, e.cfg.Log)
+	e.mu.Lock()
+	m.Since = e.members[m.Node].Since
+	e.mu.Unlock()
+	if m.Since.IsZero() {
+		m.Since = time.Now()
+	}
+	e.put(m)
+}
 
 func (e *poolEvents) NotifyLeave(n *memberlist.Node) {
 	m := toMember(n, e.cfg.Log)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/redleader-p2p/redleader/election"
 )
 
 // metaVersion is the layout version of the gossip node metadata. Newer
@@ -24,29 +26,21 @@ const (
 	flagNotLeaderMaterial = 1 << iota
 	flagLeaving           // the node is shutting down gracefully
 	flagRoaming           // the node is leaving this subnet for another one
+	flagVoterOptOut       // election.voter: never
 )
 
-// Priority is the priority of a node's highest active job.
-type Priority uint8
+// Priority is the priority of a node's highest active job (the election's
+// ranking input).
+type Priority = election.Priority
 
 // Job priorities, lowest first.
 const (
-	PriorityNone Priority = iota
-	PriorityLow
-	PriorityNormal
-	PriorityHigh
-	PriorityForeground
+	PriorityNone       = election.PriorityNone
+	PriorityLow        = election.PriorityLow
+	PriorityNormal     = election.PriorityNormal
+	PriorityHigh       = election.PriorityHigh
+	PriorityForeground = election.PriorityForeground
 )
-
-var priorityNames = [...]string{"none", "low", "normal", "high", "foreground"}
-
-// String returns the priority's name.
-func (p Priority) String() string {
-	if int(p) < len(priorityNames) {
-		return priorityNames[p]
-	}
-	return fmt.Sprintf("priority(%d)", p)
-}
 
 // Meta is what an agent publishes about itself in gossip: the ranking
 // inputs of DESIGN.md and what others need to reach it. It changes rarely
@@ -66,6 +60,13 @@ type Meta struct {
 	Name         string
 	Location     string
 	Subnet       string
+
+	// The election head and voter inputs.
+	VoterOptOut bool
+	Class       uint8  // election.MachineClass
+	Role        uint8  // election.Role
+	StateIndex  uint64 // election state index this node holds
+	ClusterID   string // its election cluster
 }
 
 // Uptime is how long the node has been running, as of now.
@@ -91,18 +92,35 @@ func (m Meta) encode() []byte {
 	if m.Roaming {
 		flags |= flagRoaming
 	}
+	if m.VoterOptOut {
+		flags |= flagVoterOptOut
+	}
 	b = append(b, metaVersion, flags, byte(m.Priority), m.ProtoVersion)
 	b = binary.BigEndian.AppendUint64(b, m.Progress)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.Boot.UnixMilli()))
 	b = binary.BigEndian.AppendUint16(b, m.PeerPort)
-	for _, s := range []string{m.Name, m.Location, m.Subnet} {
-		if len(s) > maxMetaString {
-			s = s[:maxMetaString]
-		}
-		b = append(b, byte(len(s)))
-		b = append(b, s...)
+	b = appendString(b, m.Name)
+	b = appendString(b, m.Location)
+	b = appendString(b, m.Subnet)
+	b = append(b, m.Class, m.Role)
+	b = binary.BigEndian.AppendUint64(b, m.StateIndex)
+	return appendString(b, m.ClusterID)
+}
+
+func appendString(b []byte, s string) []byte {
+	if len(s) > maxMetaString {
+		s = s[:maxMetaString]
 	}
-	return b
+	b = append(b, byte(len(s)))
+	return append(b, s...)
+}
+
+// readString reads one length-prefixed string.
+func readString(b []byte) (string, []byte, error) {
+	if len(b) < 1 || len(b) < 1+int(b[0]) {
+		return "", nil, fmt.Errorf("%w: truncated string", ErrBadMeta)
+	}
+	return string(b[1 : 1+b[0]]), b[1+b[0]:], nil
 }
 
 // decodeMeta parses metadata from another agent. Unknown trailing bytes
@@ -119,6 +137,7 @@ func decodeMeta(b []byte) (Meta, error) {
 		NotLeaderMaterial: b[1]&flagNotLeaderMaterial != 0,
 		Leaving:           b[1]&flagLeaving != 0,
 		Roaming:           b[1]&flagRoaming != 0,
+		VoterOptOut:       b[1]&flagVoterOptOut != 0,
 		Priority:          Priority(b[2]),
 		ProtoVersion:      b[3],
 		Progress:          binary.BigEndian.Uint64(b[4:]),
@@ -126,12 +145,19 @@ func decodeMeta(b []byte) (Meta, error) {
 		PeerPort:          binary.BigEndian.Uint16(b[20:]),
 	}
 	rest := b[fixed:]
+	var err error
 	for _, dst := range []*string{&m.Name, &m.Location, &m.Subnet} {
-		if len(rest) < 1 || len(rest) < 1+int(rest[0]) {
-			return Meta{}, fmt.Errorf("%w: truncated string", ErrBadMeta)
+		if *dst, rest, err = readString(rest); err != nil {
+			return Meta{}, err
 		}
-		*dst = string(rest[1 : 1+rest[0]])
-		rest = rest[1+rest[0]:]
+	}
+	if len(rest) < 10 {
+		return Meta{}, fmt.Errorf("%w: truncated election head", ErrBadMeta)
+	}
+	m.Class, m.Role = rest[0], rest[1]
+	m.StateIndex = binary.BigEndian.Uint64(rest[2:])
+	if m.ClusterID, _, err = readString(rest[10:]); err != nil {
+		return Meta{}, err
 	}
 	return m, nil
 }

@@ -14,7 +14,8 @@ func TestMetaRoundTrip(t *testing.T) {
 		{NotLeaderMaterial: true, Priority: PriorityHigh, ProtoVersion: 2, Progress: 1 << 40, Boot: boot,
 			PeerPort: 7381, Name: "pc-042", Location: "branch-7", Subnet: "10.1.2.0/24"},
 		{Roaming: true, Name: strings.Repeat("n", maxMetaString), Location: strings.Repeat("l", maxMetaString),
-			Subnet: "2001:db8:1234:5678::/64", Boot: boot},
+			Subnet: "2001:db8:1234:5678::/64", Boot: boot, VoterOptOut: true, Class: 3, Role: 3,
+			StateIndex: 1 << 50, ClusterID: "2b1f4c6e-8d3a-4f5b-9c7d-1e2f3a4b5c6d"},
 	}
 	for _, m := range tests {
 		b := m.encode()

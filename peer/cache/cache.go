@@ -113,7 +113,7 @@ type Cache struct {
 }
 
 // segment is one cached segment. Lock order: Cache.addMu, segment.wmu,
-// Cache.mu, segment.mu.
+// Cache.mu, segment.mu; logMu and syncMu are taken alone.
 type segment struct {
 	id      content.SegmentID
 	path    string
@@ -124,7 +124,15 @@ type segment struct {
 	pins    int
 	writers int // PutBlock/AddSegment calls in flight
 
-	wmu sync.Mutex // serializes changes: block writes, description updates
+	// wmu is read-locked by block writes (which run in parallel) and
+	// locked by changes that exclude them: description updates, removal,
+	// Close. s.desc changes only under wmu.
+	wmu sync.RWMutex
+
+	logMu   sync.Mutex    // serializes commit record appends
+	syncMu  sync.Mutex    // serializes fsyncs of the data file; guards synced
+	written atomic.Uint64 // data writes done
+	synced  uint64        // data writes covered by the last fsync
 
 	mu    sync.RWMutex // guards the fields below; desc also changes only under wmu
 	desc  content.Segment
@@ -251,8 +259,8 @@ func (c *Cache) PutBlock(id content.SegmentID, index int, data []byte) error {
 		return fmt.Errorf("put block %d of segment %v: %w", index, id, err)
 	}
 	defer c.endWrite(s)
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
+	s.wmu.RLock()
+	defer s.wmu.RUnlock()
 	s.mu.RLock()
 	gone := s.gone
 	held := index >= 0 && index < len(s.held) && s.held[index]
@@ -264,7 +272,7 @@ func (c *Cache) PutBlock(id content.SegmentID, index int, data []byte) error {
 		c.touch(s)
 		return nil
 	}
-	// s.desc changes only under s.wmu, which is held.
+	// s.desc changes only under s.wmu, which is read-locked.
 	if err := content.VerifyBlock(&s.desc, index, data); err != nil {
 		return fmt.Errorf("put block: %w", err)
 	}
@@ -277,28 +285,55 @@ func (c *Cache) PutBlock(id content.SegmentID, index int, data []byte) error {
 		return fmt.Errorf("put block %d of segment %v: %w", index, id, err)
 	}
 	s.mu.Lock()
-	s.held[index] = true
-	s.nheld++
+	dup := s.held[index] // stored by a concurrent PutBlock of the same block
+	if !dup {
+		s.held[index] = true
+		s.nheld++
+	}
 	s.mu.Unlock()
+	if dup {
+		c.release(s, n)
+	}
 	c.touch(s)
 	return nil
 }
 
 // writeBlock writes a verified block to its slot in the data file, syncs
-// it, then appends its commit record. Called with s.wmu held.
+// the file, then appends the block's commit record. Concurrent writers
+// share fsyncs (group commit). Called with s.wmu read-locked.
 func (c *Cache) writeBlock(s *segment, index int, data []byte) error {
 	if _, err := s.data.WriteAt(data, int64(index)*int64(s.desc.BlockSize)); err != nil {
 		return fmt.Errorf("write data: %w", err)
 	}
 	if !c.noSync {
-		if err := s.data.Sync(); err != nil {
+		if err := s.syncData(s.written.Add(1)); err != nil {
 			return fmt.Errorf("sync data: %w", err)
 		}
 	}
 	rec := encodeRecord(uint32(index), uint32(len(data)))
-	if _, err := s.log.Write(rec[:]); err != nil {
+	s.logMu.Lock()
+	_, err := s.log.Write(rec[:])
+	s.logMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("write commit record: %w", err)
 	}
+	return nil
+}
+
+// syncData makes data write number seq (and all before it) durable: an
+// fsync started after it was written covers it, so writers waiting here
+// while one fsync runs need only one more between them.
+func (s *segment) syncData(seq uint64) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if s.synced >= seq {
+		return nil
+	}
+	upTo := s.written.Load()
+	if err := s.data.Sync(); err != nil {
+		return err
+	}
+	s.synced = upTo
 	return nil
 }
 

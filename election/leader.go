@@ -1,0 +1,276 @@
+package election
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/raft"
+)
+
+// leaderState is what the Raft leader keeps in memory only. A new leader
+// starts it afresh: every check-in clock restarts, so losing the Raft
+// leader never displaces a healthy Red Leader.
+type leaderState struct {
+	since       time.Time
+	checkIns    map[string]time.Time // node -> last check-in received
+	lastSeen    map[string]time.Time // configured servers -> last seen alive
+	standbySeen map[string]time.Time // standby -> first seen in the configuration
+	lastPlan    time.Time
+}
+
+// leaderTick is the Raft leader's periodic work: init, seat health,
+// ranking, voter reconcile. Apply errors are logged; the next tick retries.
+func (n *Node) leaderTick(r *raftNode, members []Member) {
+	now := time.Now()
+	n.mu.Lock()
+	ls := n.lead
+	if ls == nil {
+		ls = &leaderState{since: now, checkIns: map[string]time.Time{}, lastSeen: map[string]time.Time{},
+			standbySeen: map[string]time.Time{}}
+		n.lead = ls
+		n.mu.Unlock()
+		// establish leadership: the FSM must be caught up before we act on it.
+		if err := r.raft.Barrier(5 * time.Second).Error(); err != nil {
+			n.mu.Lock()
+			n.lead = nil
+			n.mu.Unlock()
+			return
+		}
+		n.log.Info("raft leadership established", "cluster", r.clusterID)
+	} else {
+		n.mu.Unlock()
+	}
+
+	st := r.fsm.State()
+	if !st.Initialized() {
+		n.commitInit(r)
+		return
+	}
+	n.checkSeat(r, ls, members, now)
+	n.appointBest(r, members, now)
+	if now.Sub(ls.lastPlan) >= time.Second {
+		ls.lastPlan = now
+		n.reconcileVoters(r, ls, members, now)
+	}
+}
+
+// commitInit commits the new cluster's first command.
+func (n *Node) commitInit(r *raftNode) {
+	n.mu.Lock()
+	carry := n.pendingInit
+	n.mu.Unlock()
+	secret, policy := randomSecret(), n.cfg.InitialPolicy
+	var epoch uint64
+	var marks []Mark
+	if carry != nil && carry.Initialized() {
+		secret, policy, epoch = carry.Secret, carry.Policy, carry.RedLeader.Epoch
+		for _, m := range carry.Marks {
+			if m.By == MarkAdmin {
+				marks = append(marks, m)
+			}
+		}
+	}
+	if policy.Version == 0 {
+		policy.Version = 1
+	}
+	cmd := NewInitCommand(uuid.NewString(), time.Now(), r.clusterID, secret, policy)
+	cmd.Epoch, cmd.Marks = epoch, marks
+	if err := n.applyLocal(r, cmd); err != nil {
+		n.log.Warn("init not committed", "err", err)
+		return
+	}
+	n.mu.Lock()
+	n.pendingInit = nil
+	n.mu.Unlock()
+}
+
+// checkSeat vacates the seat of a Red Leader that died in gossip, never
+// confirmed, or stopped checking in, with an automatic mark.
+func (n *Node) checkSeat(r *raftNode, ls *leaderState, members []Member, now time.Time) {
+	seat := r.fsm.State().RedLeader
+	if seat.Node == "" {
+		return
+	}
+	status := StatusDead
+	for _, m := range members {
+		if m.Node == seat.Node {
+			status = m.Status
+		}
+	}
+	n.mu.Lock()
+	last := ls.checkIns[seat.Node]
+	n.mu.Unlock()
+	start := later(ls.since, seat.AppointedAt)
+	var why string
+	switch {
+	case status != StatusAlive:
+		why = "Red Leader is " + status.String() + " in gossip"
+	case !seat.Confirmed() && now.Sub(start) > n.cfg.ConfirmTimeout:
+		why = fmt.Sprintf("no confirmation within %v", n.cfg.ConfirmTimeout)
+	case seat.Confirmed() && now.Sub(later(start, last)) > n.cfg.CheckinTimeout:
+		why = fmt.Sprintf("no check-in within %v", n.cfg.CheckinTimeout)
+	default:
+		return
+	}
+	n.log.Warn("displacing the Red Leader", "node", seat.Node, "epoch", seat.Epoch, "why", why)
+	if err := n.applyLocal(r, NewMarkCommand(uuid.NewString(), now, seat.Node, MarkAuto, n.cfg.NLMTTL, why)); err != nil {
+		n.log.Warn("auto mark not committed", "err", err)
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// candidates builds the ranking input from gossip and the committed marks.
+func candidates(members []Member, st State, now time.Time) []Candidate {
+	out := make([]Candidate, 0, len(members))
+	for _, m := range members {
+		out = append(out, Candidate{
+			Node: m.Node, Alive: m.Status == StatusAlive, NotLeaderMaterial: m.NotLeaderMaterial,
+			Marked: st.Marked(m.Node, now), Priority: m.Priority, Version: m.Version,
+			Progress: m.Progress, Uptime: m.Uptime,
+		})
+	}
+	return out
+}
+
+// appointBest applies the ranking rules and commits an appointment when
+// they call for a (new) Red Leader.
+func (n *Node) appointBest(r *raftNode, members []Member, now time.Time) {
+	st := r.fsm.State()
+	d := Rank(st.RedLeader.Node, candidates(members, st, now))
+	switch {
+	case d.Changed && d.Leader != "":
+		cmd := NewAppointCommand(uuid.NewString(), now, d.Leader, st.RedLeader.Epoch+1, d.Reason)
+		if err := n.applyLocal(r, cmd); err != nil {
+			n.log.Warn("appointment not committed", "node", d.Leader, "err", err)
+			return
+		}
+		n.log.Info("Red Leader appointed", "node", d.Leader, "epoch", st.RedLeader.Epoch+1, "reason", d.Reason)
+		n.notifyAppointee(members, d.Leader, st.RedLeader.Epoch+1)
+	case d.Leader == "" && st.RedLeader.Node != "":
+		cmd := NewRetireCommand(uuid.NewString(), now, st.RedLeader.Node, st.RedLeader.Epoch, d.Reason)
+		if err := n.applyLocal(r, cmd); err != nil {
+			n.log.Warn("retire not committed", "err", err)
+		}
+	}
+}
+
+// notifyAppointee tells the new Red Leader at once, so it need not wait for
+// the state to reach it before confirming.
+func (n *Node) notifyAppointee(members []Member, node string, epoch uint64) {
+	if node == n.cfg.Node {
+		n.learnSeat(node, epoch)
+		return
+	}
+	for _, m := range members {
+		if m.Node == node && m.RaftAddr != "" {
+			addr := m.RaftAddr
+			n.goLoop(func() {
+				ctx, cancel := context.WithTimeout(n.ctx, time.Second)
+				defer cancel()
+				_ = n.post(ctx, addr, "/rpc/notify", checkinRequest{Node: node, Epoch: epoch}, nil)
+			})
+		}
+	}
+}
+
+// applyLocal commits cmd on this (leader) node.
+func (n *Node) applyLocal(r *raftNode, cmd Command) error {
+	b, err := EncodeCommand(cmd)
+	if err != nil {
+		return err
+	}
+	f := r.raft.Apply(b, 5*time.Second)
+	if err := f.Error(); err != nil {
+		return err
+	}
+	if res, ok := f.Response().(Result); ok && res.Err != nil {
+		return res.Err
+	}
+	return nil
+}
+
+// reconcileVoters makes one voter-set change per round (PlanVoters).
+func (n *Node) reconcileVoters(r *raftNode, ls *leaderState, members []Member, now time.Time) {
+	conf, confIndex := r.configurationIndex()
+	byNode := map[string]Member{}
+	for _, m := range members {
+		byNode[m.Node] = m
+	}
+	applied := r.raft.AppliedIndex()
+	// Servers gossip no longer lists are reported dead since last seen.
+	for _, s := range conf.Servers {
+		id := string(s.ID)
+		if m, ok := byNode[id]; ok {
+			if m.Status == StatusAlive {
+				ls.lastSeen[id] = now
+			}
+			continue
+		}
+		since := ls.lastSeen[id]
+		if since.IsZero() {
+			since = ls.since
+		}
+		members = append(members, Member{Node: id, RaftAddr: string(s.Address), Status: StatusDead, Since: since})
+		if s.Suffrage == raft.Nonvoter {
+			if _, ok := ls.standbySeen[id]; !ok {
+				ls.standbySeen[id] = now
+			}
+		}
+	}
+	for _, s := range conf.Servers {
+		if s.Suffrage == raft.Nonvoter {
+			if _, ok := ls.standbySeen[string(s.ID)]; !ok {
+				ls.standbySeen[string(s.ID)] = now
+			}
+		}
+	}
+	caughtUp := func(m Member) bool {
+		seen, ok := ls.standbySeen[m.Node]
+		return m.Status == StatusAlive && m.Head.ClusterID == r.clusterID &&
+			m.Head.Index+250 >= applied && ok && now.Sub(seen) >= time.Second
+	}
+	ch := PlanVoters(conf, voterCandidates(members, caughtUp), VoterParams{
+		Self: n.cfg.Node, Now: now, DeadVoterGrace: n.cfg.DeadVoterGrace, Stabilization: n.cfg.Stabilization,
+	})
+	if ch.Action == VoterNone {
+		return
+	}
+	n.log.Info("voter change", "action", ch.Action, "node", ch.Node, "reason", ch.Reason)
+	var f raft.IndexFuture
+	id, addr := raft.ServerID(ch.Node), raft.ServerAddress(ch.Address)
+	switch ch.Action {
+	case VoterAddStandby:
+		ctx, cancel := context.WithTimeout(n.ctx, 3*time.Second)
+		err := n.post(ctx, ch.Address, "/rpc/prepare", prepareRequest{ClusterID: r.clusterID}, nil)
+		cancel()
+		if err != nil {
+			n.log.Debug("prepare refused", "node", ch.Node, "err", err)
+			return
+		}
+		f = r.raft.AddNonvoter(id, addr, confIndex, 5*time.Second)
+	case VoterPromote:
+		f = r.raft.AddVoter(id, addr, confIndex, 5*time.Second)
+	case VoterRemove:
+		f = r.raft.RemoveServer(id, confIndex, 5*time.Second)
+		delete(ls.standbySeen, ch.Node)
+	case VoterUpdateAddress:
+		if ch.Voter {
+			f = r.raft.AddVoter(id, addr, confIndex, 5*time.Second)
+		} else {
+			f = r.raft.AddNonvoter(id, addr, confIndex, 5*time.Second)
+		}
+	default:
+		return
+	}
+	if err := f.Error(); err != nil {
+		n.log.Warn("voter change failed", "action", ch.Action, "node", ch.Node, "err", err)
+	}
+}

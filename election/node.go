@@ -1,0 +1,575 @@
+package election
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/raft"
+)
+
+// Runtime errors.
+var (
+	ErrNoLeader = errors.New("no Raft leader reachable")
+	ErrStopped  = errors.New("election stopped")
+)
+
+// Role is a node's place in its subnet's Raft group, published in gossip.
+type Role uint8
+
+// Roles, from least to most involved.
+const (
+	RoleMember  Role = iota // gossip only; follows the state by pull
+	RoleStandby             // Raft non-voter
+	RoleVoter               // Raft voter
+	RoleLeader              // the Raft leader
+)
+
+var roleNames = [...]string{"member", "standby", "voter", "leader"}
+
+// String returns the role's name.
+func (r Role) String() string {
+	if int(r) < len(roleNames) {
+		return roleNames[r]
+	}
+	return fmt.Sprintf("role(%d)", r)
+}
+
+// Head is what every agent publishes in gossip about the election state it
+// holds: the "state head" members use to notice they are behind.
+type Head struct {
+	ClusterID string
+	Index     uint64
+	Role      Role
+}
+
+// Member is what the election needs to know about one gossip member.
+type Member struct {
+	Node     string
+	RaftAddr string // host:port of its peer port (Raft and cluster RPC)
+	Status   MemberStatus
+	Since    time.Time // alive since / dead or left since
+	Head     Head
+
+	NotLeaderMaterial bool
+	Priority          Priority
+	Version           int
+	Progress          uint64
+	Uptime            time.Duration
+	VoterOptOut       bool
+	Class             MachineClass
+}
+
+// Membership is the agent's gossip pool as the election sees it.
+type Membership interface {
+	// Members lists every member the pool knows, this node included;
+	// departed ones with StatusDead or StatusLeft.
+	Members() []Member
+	// SetHead publishes this node's head in gossip.
+	SetHead(Head)
+}
+
+// Transport reaches other agents' peer ports.
+type Transport interface {
+	// RaftListener and RPCListener accept this node's incoming Raft and
+	// RPC connections. The Node never closes them.
+	RaftListener() net.Listener
+	// Advertise is this node's peer-port address as others dial it.
+	Advertise() net.Addr
+	RPCListener() net.Listener
+	// Dial opens a Raft (rpc=false) or RPC connection to addr.
+	Dial(ctx context.Context, addr string, rpc bool) (net.Conn, error)
+}
+
+// Config is the election's runtime configuration.
+type Config struct {
+	Node    string // this node's ID
+	DataDir string // the election's own directory (Raft state per cluster ID, cached state)
+	// Voter false is `election.voter: never`: this node never joins Raft.
+	Voter bool
+	Class MachineClass
+
+	// Raft timings: HeartbeatTimeout = ElectionTimeout = 500 ms and
+	// LeaderLeaseTimeout = 250 ms, each times RaftMultiplier (1–10).
+	RaftMultiplier int
+
+	CheckinInterval   time.Duration // Red Leader check-in period
+	CheckinTimeout    time.Duration // missed check-ins for this long: re-appoint; also the fencing lease
+	ConfirmTimeout    time.Duration // an appointee must confirm within this
+	NLMTTL            time.Duration // life of automatic NotLeaderMaterial marks
+	DeadVoterGrace    time.Duration // a voter gone this long is replaced
+	QuorumLossTimeout time.Duration // no Raft leader this long, voters gone: re-bootstrap
+	Settle            time.Duration // wait after start before bootstrapping a new cluster
+	Stabilization     time.Duration // alive this long before a member may become a standby/voter
+
+	// InitialPolicy is committed by a bootstrapping node that has no cached state.
+	InitialPolicy Policy
+
+	Logger *slog.Logger
+
+	// NeverConfirm is a test hook: the node never checks in, so it never
+	// confirms an appointment.
+	NeverConfirm bool
+}
+
+// Validate checks the configuration; errors name the field.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Node == "" {
+		errs = append(errs, errors.New("election: Node is empty"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("election: DataDir is empty"))
+	}
+	if c.RaftMultiplier < 1 || c.RaftMultiplier > 10 {
+		errs = append(errs, fmt.Errorf("election: RaftMultiplier %d not in 1-10", c.RaftMultiplier))
+	}
+	for name, d := range map[string]time.Duration{"CheckinInterval": c.CheckinInterval, "CheckinTimeout": c.CheckinTimeout,
+		"ConfirmTimeout": c.ConfirmTimeout, "NLMTTL": c.NLMTTL, "DeadVoterGrace": c.DeadVoterGrace,
+		"QuorumLossTimeout": c.QuorumLossTimeout} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("election: %s %v must be positive", name, d))
+		}
+	}
+	if c.CheckinTimeout <= c.CheckinInterval {
+		errs = append(errs, fmt.Errorf("election: CheckinTimeout %v must exceed CheckinInterval %v", c.CheckinTimeout, c.CheckinInterval))
+	}
+	return errors.Join(errs...)
+}
+
+// Node runs this agent's part in its subnet's election: a Raft instance
+// while it is a voter or standby, the cluster RPC server, the leader duties
+// while it leads, the Red Leader check-ins while it holds the seat, and the
+// state pull while it is a member only. New → Start → Close.
+type Node struct {
+	cfg  Config
+	mem  Membership
+	tr   Transport
+	log  *slog.Logger
+	http *http.Client
+
+	member *FSM // state of a members-only node (pulled); also the cache at start
+
+	mu          sync.Mutex
+	r           *raftNode    // nil unless in a Raft group
+	lead        *leaderState // non-nil while this node is the Raft leader
+	seat        RedLeader    // newest seat seen (state or check-in reply)
+	lastCheckIn time.Time    // send time of the last successful check-in
+	hint        chan struct{}
+	lastHead    Head
+	noLeader    time.Time // since when the Raft group has had no leader
+	started     time.Time
+	lastPull    time.Time
+	cachedIndex uint64
+	// pendingInit is the state a bootstrapping node carries into its new
+	// cluster's init command (committed once it leads).
+	pendingInit *State
+
+	rpc    *http.Server
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New prepares a Node; nothing runs until Start.
+func New(cfg Config, mem Membership, tr Transport) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("election dir: %w", err)
+	}
+	n := &Node{cfg: cfg, mem: mem, tr: tr, log: cfg.Logger, hint: make(chan struct{}, 1)}
+	n.member = NewFSM(FSMOptions{Logger: cfg.Logger})
+	n.http = &http.Client{
+		Timeout: 3 * time.Second,
+		Transport: &http.Transport{
+			DialContext:         func(ctx context.Context, _, addr string) (net.Conn, error) { return tr.Dial(ctx, addr, true) },
+			MaxIdleConnsPerHost: 2,
+			IdleConnTimeout:     30 * time.Second,
+		},
+	}
+	if err := n.loadCache(); err != nil {
+		n.log.Warn("ignoring unreadable cached election state", "err", err)
+	}
+	return n, nil
+}
+
+// Start opens the Raft state this node had (if any) and starts the loops.
+func (n *Node) Start(ctx context.Context) error {
+	n.ctx, n.cancel = context.WithCancel(ctx)
+	n.started = time.Now()
+	if id := n.currentCluster(); id != "" && n.cfg.Voter {
+		if err := n.openRaft(id, false, nil); err != nil {
+			n.log.Warn("cannot reopen Raft state; starting as a member", "cluster", id, "err", err)
+		}
+	}
+	n.rpc = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 5 * time.Second}
+	n.goLoop(func() {
+		if err := n.rpc.Serve(n.tr.RPCListener()); err != nil && !errors.Is(err, http.ErrServerClosed) && n.ctx.Err() == nil {
+			n.log.Error("cluster rpc stopped", "err", err)
+		}
+	})
+	n.goLoop(n.mainLoop)
+	n.goLoop(n.checkinLoop)
+	return nil
+}
+
+// Close hands over what this node holds (Red Leader seat, Raft
+// leadership), then stops everything.
+func (n *Node) Close() error {
+	if n.cancel == nil {
+		return nil
+	}
+	n.handOver()
+	n.cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = n.rpc.Shutdown(ctx)
+	cancel()
+	n.wg.Wait()
+	n.mu.Lock()
+	r := n.r
+	n.r, n.lead = nil, nil
+	n.mu.Unlock()
+	var err error
+	if r != nil {
+		n.writeCache(r.fsm)
+		err = r.shutdown()
+	}
+	n.http.CloseIdleConnections()
+	return err
+}
+
+// handOver retires the Red Leader seat if this node holds it and transfers
+// Raft leadership if it leads, so that a graceful stop costs no failover.
+func (n *Node) handOver() {
+	st := n.State()
+	if st.RedLeader.Node == n.cfg.Node {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := n.Apply(ctx, NewRetireCommand(uuid.NewString(), time.Now(), n.cfg.Node, st.RedLeader.Epoch, "Red Leader shutting down"))
+		cancel()
+		if err != nil {
+			n.log.Warn("could not retire the Red Leader seat before stopping", "err", err)
+		}
+	}
+	n.mu.Lock()
+	r := n.r
+	n.mu.Unlock()
+	if r != nil && r.raft.State() == raft.Leader {
+		if err := r.raft.LeadershipTransfer().Error(); err != nil {
+			n.log.Debug("leadership transfer", "err", err)
+		}
+	}
+}
+
+func (n *Node) goLoop(f func()) {
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); f() }()
+}
+
+// State returns the newest election state this node holds.
+func (n *Node) State() State {
+	n.mu.Lock()
+	r := n.r
+	n.mu.Unlock()
+	if r != nil {
+		if st := r.fsm.State(); st.Initialized() || !n.member.State().Initialized() {
+			return st
+		}
+	}
+	return n.member.State()
+}
+
+// mainLoop runs the periodic work: bootstrap or pull as a member; leader
+// duties, breakaway and quorum checks in Raft; head publishing.
+func (n *Node) mainLoop() {
+	tick := time.NewTicker(n.tickInterval())
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		members := n.mem.Members()
+		n.mu.Lock()
+		r := n.r
+		n.mu.Unlock()
+		if r == nil {
+			n.memberTick(members)
+		} else {
+			n.raftTick(r, members)
+		}
+		n.publishHead()
+	}
+}
+
+func (n *Node) tickInterval() time.Duration {
+	return max(n.cfg.CheckinInterval/2, 50*time.Millisecond)
+}
+
+// clusterView summarises one cluster ID seen in gossip.
+type clusterView struct {
+	id     string
+	voters int
+	index  uint64
+	addrs  []string // raft members' addresses, leader first
+}
+
+// clusters groups the alive members that are in a Raft group by cluster ID,
+// best first: more voters, then higher index, then lower ID (the
+// deterministic breakaway rule).
+func clusters(members []Member) []clusterView {
+	by := map[string]*clusterView{}
+	for _, m := range members {
+		if m.Status != StatusAlive || m.Head.ClusterID == "" || m.Head.Role < RoleStandby {
+			continue
+		}
+		c := by[m.Head.ClusterID]
+		if c == nil {
+			c = &clusterView{id: m.Head.ClusterID}
+			by[m.Head.ClusterID] = c
+		}
+		if m.Head.Role >= RoleVoter {
+			c.voters++
+		}
+		c.index = max(c.index, m.Head.Index)
+		if m.Head.Role == RoleLeader {
+			c.addrs = append([]string{m.RaftAddr}, c.addrs...)
+		} else {
+			c.addrs = append(c.addrs, m.RaftAddr)
+		}
+	}
+	out := make([]clusterView, 0, len(by))
+	for _, c := range by {
+		out = append(out, *c)
+	}
+	slices.SortFunc(out, func(a, b clusterView) int {
+		switch {
+		case a.voters != b.voters:
+			return b.voters - a.voters
+		case a.index != b.index:
+			if a.index > b.index {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	return out
+}
+
+// voterCandidates converts members for the voter plan.
+func voterCandidates(members []Member, caughtUp func(Member) bool) []VoterCandidate {
+	out := make([]VoterCandidate, 0, len(members))
+	for _, m := range members {
+		out = append(out, VoterCandidate{Node: m.Node, Address: m.RaftAddr, Status: m.Status, Since: m.Since,
+			Class: m.Class, OptOut: m.VoterOptOut, Uptime: m.Uptime, CaughtUp: caughtUp != nil && caughtUp(m)})
+	}
+	return out
+}
+
+// memberTick: a node outside Raft bootstraps a new cluster if none is
+// alive and it is the best voter, otherwise follows the best cluster.
+func (n *Node) memberTick(members []Member) {
+	cs := clusters(members)
+	if len(cs) == 0 {
+		if !n.cfg.Voter || time.Since(n.started) < n.cfg.Settle {
+			return
+		}
+		alive := onlyAlive(members)
+		if ranked := RankVoters(voterCandidates(alive, nil)); len(ranked) > 0 && ranked[0] == n.cfg.Node {
+			n.bootstrap("no cluster alive on the subnet")
+		}
+		return
+	}
+	best := cs[0]
+	st := n.member.State()
+	if st.ClusterID != best.id || st.Index < best.index {
+		n.pull(best)
+	}
+}
+
+func onlyAlive(ms []Member) []Member {
+	var out []Member
+	for _, m := range ms {
+		if m.Status == StatusAlive {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// bootstrap starts a new single-voter cluster, carrying over the durable
+// settings of the last state this node saw (epoch, admin marks, policy,
+// secret) so that a re-bootstrap after quorum loss keeps them.
+func (n *Node) bootstrap(why string) {
+	id := uuid.NewString()
+	carry := n.State()
+	n.log.Info("bootstrapping a new election cluster", "cluster", id, "why", why)
+	if err := n.openRaft(id, true, &carry); err != nil {
+		n.log.Error("bootstrap failed", "err", err)
+	}
+}
+
+// raftTick: breakaway and quorum-loss checks, leader duties.
+func (n *Node) raftTick(r *raftNode, members []Member) {
+	now := time.Now()
+	leaderAddr, _ := r.raft.LeaderWithID()
+	n.mu.Lock()
+	if leaderAddr == "" {
+		if n.noLeader.IsZero() {
+			n.noLeader = now
+		}
+	} else {
+		n.noLeader = time.Time{}
+	}
+	noLeaderFor := time.Duration(0)
+	if !n.noLeader.IsZero() {
+		noLeaderFor = now.Sub(n.noLeader)
+	}
+	n.mu.Unlock()
+
+	// Breakaway: another cluster that beats ours is alive on the subnet.
+	if cs := clusters(members); len(cs) > 0 && cs[0].id != r.clusterID && visible(cs, r.clusterID) {
+		n.abandon(r, fmt.Sprintf("cluster %s wins over %s (more voters, newer state or lower ID)", cs[0].id, r.clusterID))
+		return
+	}
+	// Removed from the configuration by the leader.
+	if conf := r.configuration(); len(conf.Servers) > 0 && !inConfig(conf, n.cfg.Node) && leaderAddr != "" {
+		n.abandon(r, "removed from the Raft configuration")
+		return
+	}
+	// Quorum lost for good: no leader for QuorumLossTimeout and most
+	// voters gone from gossip. The best alive voter re-bootstraps.
+	if noLeaderFor >= n.cfg.QuorumLossTimeout && n.quorumGone(r, members) {
+		alive := onlyAlive(members)
+		if ranked := RankVoters(voterCandidates(alive, nil)); len(ranked) > 0 && ranked[0] == n.cfg.Node {
+			carry := r.fsm.State()
+			n.abandon(r, "quorum lost for good")
+			id := uuid.NewString()
+			n.log.Warn("re-bootstrapping after quorum loss", "old_cluster", carry.ClusterID, "cluster", id)
+			if err := n.openRaft(id, true, &carry); err != nil {
+				n.log.Error("re-bootstrap failed", "err", err)
+			}
+		}
+		return
+	}
+	if r.raft.State() == raft.Leader {
+		n.leaderTick(r, members)
+	} else {
+		n.mu.Lock()
+		n.lead = nil
+		n.mu.Unlock()
+	}
+	n.maybeWriteCache(r.fsm)
+}
+
+// visible reports whether cluster id is among cs. A node never abandons
+// its cluster before its own cluster shows in gossip (just bootstrapped or
+// just joined): comparing against nothing would be a guess.
+func visible(cs []clusterView, id string) bool {
+	return slices.ContainsFunc(cs, func(c clusterView) bool { return c.id == id })
+}
+
+func inConfig(c raft.Configuration, node string) bool {
+	for _, s := range c.Servers {
+		if string(s.ID) == node {
+			return true
+		}
+	}
+	return false
+}
+
+// quorumGone reports whether a majority of the configuration's voters are
+// dead or left in gossip.
+func (n *Node) quorumGone(r *raftNode, members []Member) bool {
+	status := map[string]MemberStatus{}
+	for _, m := range members {
+		status[m.Node] = m.Status
+	}
+	voters, gone := 0, 0
+	for _, s := range r.configuration().Servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if st, ok := status[string(s.ID)]; !ok || st == StatusDead || st == StatusLeft {
+			gone++
+		}
+	}
+	return voters > 0 && gone > voters/2
+}
+
+// abandon leaves a Raft group: shuts it down and moves its state aside.
+func (n *Node) abandon(r *raftNode, why string) {
+	n.log.Warn("leaving Raft group", "cluster", r.clusterID, "why", why)
+	n.mu.Lock()
+	if n.r == r {
+		n.r, n.lead = nil, nil
+	}
+	n.mu.Unlock()
+	carry := r.fsm.State()
+	if err := r.shutdown(); err != nil {
+		n.log.Debug("raft shutdown", "err", err)
+	}
+	if err := os.Rename(r.dir, r.dir+".old-"+time.Now().UTC().Format("20060102T150405")); err != nil {
+		n.log.Warn("cannot move old Raft state aside", "err", err)
+	}
+	_ = os.Remove(filepath.Join(n.cfg.DataDir, currentFile))
+	// Keep what we knew as a member until the winner's state is pulled.
+	if carry.Initialized() {
+		n.restoreMember(carry)
+	}
+}
+
+// publishHead publishes this node's head in gossip when it changed.
+func (n *Node) publishHead() {
+	h := n.head()
+	n.mu.Lock()
+	changed := h != n.lastHead
+	n.lastHead = h
+	n.mu.Unlock()
+	if changed {
+		n.mem.SetHead(h)
+	}
+}
+
+func (n *Node) head() Head {
+	n.mu.Lock()
+	r := n.r
+	n.mu.Unlock()
+	if r == nil {
+		st := n.member.State()
+		return Head{ClusterID: st.ClusterID, Index: st.Index, Role: RoleMember}
+	}
+	h := Head{ClusterID: r.clusterID, Index: r.raft.AppliedIndex(), Role: RoleStandby}
+	switch {
+	case r.raft.State() == raft.Leader:
+		h.Role = RoleLeader
+	case r.isVoter(n.cfg.Node):
+		h.Role = RoleVoter
+	}
+	return h
+}
+
+// randomSecret makes the subnet content secret.
+func randomSecret() []byte {
+	b := make([]byte, SecretSize)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
+	return b
+}

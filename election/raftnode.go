@@ -1,0 +1,329 @@
+package election
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+)
+
+const (
+	currentFile = "current"    // the cluster ID whose Raft state this node keeps
+	cacheFile   = "state.last" // the last election state seen, for re-bootstrap
+	raftDirName = "raft"
+)
+
+// raftNode is one Raft instance: this node in cluster clusterID.
+type raftNode struct {
+	clusterID string
+	dir       string
+	raft      *raft.Raft
+	fsm       *FSM
+	store     *raftboltdb.BoltStore
+	trans     *raft.NetworkTransport
+	notify    chan bool
+}
+
+// openRaft starts Raft for clusterID in DataDir/raft/<clusterID>. With
+// bootstrap, the directory must be new: the node bootstraps a cluster of
+// itself and, once leader, commits init carrying carry's durable settings.
+func (n *Node) openRaft(clusterID string, bootstrap bool, carry *State) error {
+	if _, err := uuid.Parse(clusterID); err != nil {
+		return fmt.Errorf("bad cluster id %q", clusterID)
+	}
+	dir := filepath.Join(n.cfg.DataDir, raftDirName, clusterID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("raft dir: %w", err)
+	}
+	store, err := raftboltdb.New(raftboltdb.Options{
+		Path: filepath.Join(dir, "raft.db"),
+		BoltOptions: &bbolt.Options{
+			Timeout:        time.Second, // a second agent on this data dir fails instead of hanging
+			NoFreelistSync: true,
+			FreelistType:   bbolt.FreelistMapType,
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("open raft store: %w", err)
+	}
+	hlog := newHCLogger(n.log.With("component", "raft", "cluster", clusterID))
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hlog)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("raft snapshots: %w", err)
+	}
+	logs, err := raft.NewLogCache(512, store)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("raft log cache: %w", err)
+	}
+	layer := &streamLayer{ln: n.tr.RaftListener(), addr: n.tr.Advertise(), dial: n.tr.Dial, done: make(chan struct{})}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog,
+	})
+	rc := raft.DefaultConfig()
+	m := time.Duration(n.cfg.RaftMultiplier)
+	rc.LocalID = raft.ServerID(n.cfg.Node)
+	rc.HeartbeatTimeout = 500 * time.Millisecond * m
+	rc.ElectionTimeout = 500 * time.Millisecond * m
+	rc.LeaderLeaseTimeout = 250 * time.Millisecond * m
+	rc.CommitTimeout = 50 * time.Millisecond
+	rc.SnapshotInterval = 120 * time.Second
+	rc.SnapshotThreshold = 8192
+	rc.TrailingLogs = 10240
+	rc.Logger = hlog
+	notify := make(chan bool, 8)
+	rc.NotifyCh = notify
+	fsm := NewFSM(FSMOptions{Logger: n.log})
+	rn := &raftNode{clusterID: clusterID, dir: dir, fsm: fsm, store: store, trans: trans, notify: notify}
+
+	if bootstrap {
+		has, err := raft.HasExistingState(logs, store, snaps)
+		if err == nil && has {
+			err = errors.New("state exists")
+		}
+		if err == nil {
+			err = raft.BootstrapCluster(rc, logs, store, snaps, trans, raft.Configuration{Servers: []raft.Server{
+				{ID: rc.LocalID, Address: trans.LocalAddr(), Suffrage: raft.Voter},
+			}})
+		}
+		if err != nil {
+			trans.Close()
+			store.Close()
+			return fmt.Errorf("bootstrap raft: %w", err)
+		}
+	}
+	r, err := raft.NewRaft(rc, fsm, logs, store, snaps, trans)
+	if err != nil {
+		trans.Close()
+		store.Close()
+		return fmt.Errorf("start raft: %w", err)
+	}
+	rn.raft = r
+	if err := writeFileAtomic(filepath.Join(n.cfg.DataDir, currentFile), []byte(clusterID+"\n")); err != nil {
+		n.log.Warn("cannot record the current cluster", "err", err)
+	}
+	n.mu.Lock()
+	n.r, n.lead, n.noLeader = rn, nil, time.Time{}
+	if bootstrap && carry != nil {
+		n.pendingInit = carry
+	}
+	n.mu.Unlock()
+	n.goLoop(func() { n.drainNotify(rn) })
+	n.log.Info("raft started", "cluster", clusterID, "bootstrap", bootstrap, "addr", trans.LocalAddr())
+	return nil
+}
+
+// drainNotify empties Raft's leadership channel (raft blocks if it is full).
+// Leadership itself is read with raft.State() on every tick.
+func (n *Node) drainNotify(r *raftNode) {
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case _, ok := <-r.notify:
+			if !ok {
+				return
+			}
+		}
+	}
+}
+
+func (r *raftNode) shutdown() error {
+	err := r.raft.Shutdown().Error()
+	return errors.Join(err, r.trans.Close(), r.store.Close())
+}
+
+func (r *raftNode) configuration() raft.Configuration {
+	c, _ := r.configurationIndex()
+	return c
+}
+
+// configurationIndex also returns the index of the configuration entry,
+// the prevIndex that makes concurrent membership changes fail safely.
+func (r *raftNode) configurationIndex() (raft.Configuration, uint64) {
+	f := r.raft.GetConfiguration()
+	if f.Error() != nil {
+		return raft.Configuration{}, 0
+	}
+	return f.Configuration(), f.Index()
+}
+
+func (r *raftNode) isVoter(node string) bool {
+	for _, s := range r.configuration().Servers {
+		if string(s.ID) == node {
+			return s.Suffrage == raft.Voter
+		}
+	}
+	return false
+}
+
+// currentCluster is the cluster whose Raft state this node kept, or "".
+func (n *Node) currentCluster() string {
+	b, err := os.ReadFile(filepath.Join(n.cfg.DataDir, currentFile))
+	if err != nil {
+		return ""
+	}
+	id := strings.TrimSpace(string(b))
+	if _, err := os.Stat(filepath.Join(n.cfg.DataDir, raftDirName, id)); err != nil {
+		return ""
+	}
+	return id
+}
+
+// loadCache restores the last state this node saw into the member FSM.
+func (n *Node) loadCache() error {
+	b, err := os.ReadFile(filepath.Join(n.cfg.DataDir, cacheFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return n.member.Restore(io.NopCloser(bytes.NewReader(b)))
+}
+
+// maybeWriteCache writes f's state to the cache when it moved on.
+func (n *Node) maybeWriteCache(f *FSM) {
+	idx := f.State().Index
+	n.mu.Lock()
+	stale := idx != n.cachedIndex
+	n.cachedIndex = idx
+	n.mu.Unlock()
+	if stale {
+		n.writeCache(f)
+	}
+}
+
+func (n *Node) writeCache(f *FSM) {
+	if !f.State().Initialized() {
+		return
+	}
+	var buf bytes.Buffer
+	if err := f.WriteState(&buf); err != nil {
+		n.log.Warn("cannot encode election state cache", "err", err)
+		return
+	}
+	if err := writeFileAtomic(filepath.Join(n.cfg.DataDir, cacheFile), buf.Bytes()); err != nil {
+		n.log.Warn("cannot write election state cache", "err", err)
+	}
+}
+
+// restoreMember replaces the member FSM's state with st.
+func (n *Node) restoreMember(st State) {
+	var buf bytes.Buffer
+	if err := writeSnapshot(&buf, st); err != nil {
+		return
+	}
+	if err := n.member.Restore(io.NopCloser(&buf)); err != nil {
+		n.log.Debug("restore member state", "err", err)
+		return
+	}
+	n.writeCache(n.member)
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// streamLayer gives Raft's network transport our peer port. Close stops
+// only this Raft instance's use of the shared listener.
+type streamLayer struct {
+	ln   net.Listener
+	addr net.Addr
+	dial func(ctx context.Context, addr string, rpc bool) (net.Conn, error)
+	once sync.Once
+	done chan struct{}
+}
+
+// Accept waits for the next Raft connection.
+func (s *streamLayer) Accept() (net.Conn, error) {
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() { c, err := s.ln.Accept(); ch <- res{c, err} }()
+	select {
+	case r := <-ch:
+		return r.c, r.err
+	case <-s.done:
+		go func() {
+			if r := <-ch; r.c != nil {
+				r.c.Close()
+			}
+		}()
+		return nil, net.ErrClosed
+	}
+}
+
+// Close implements net.Listener without closing the shared listener.
+func (s *streamLayer) Close() error {
+	s.once.Do(func() { close(s.done) })
+	return nil
+}
+
+// Addr implements net.Listener.
+func (s *streamLayer) Addr() net.Addr { return s.addr }
+
+// Dial implements raft.StreamLayer.
+func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return s.dial(ctx, string(address), false)
+}
+
+// newHCLogger adapts slog for raft: raft's info chatter goes to debug.
+func newHCLogger(l *slog.Logger) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       "raft",
+		Level:      hclog.Info,
+		Output:     slogLineWriter{l},
+		JSONFormat: false,
+	})
+}
+
+type slogLineWriter struct{ l *slog.Logger }
+
+func (w slogLineWriter) Write(b []byte) (int, error) {
+	msg := strings.TrimSpace(string(b))
+	lvl := slog.LevelDebug
+	switch {
+	case strings.Contains(msg, "[ERROR]"):
+		lvl = slog.LevelWarn
+	case strings.Contains(msg, "[WARN]"):
+		lvl = slog.LevelInfo
+	}
+	w.l.Log(context.Background(), lvl, msg)
+	return len(b), nil
+}
