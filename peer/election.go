@@ -139,4 +139,3 @@ func (t electionTransport) Dial(ctx context.Context, addr string, rpc bool) (net
 	}
 	return dialPeer(ctx, addr, kind, t.a.clientTLS)
 }
-
