@@ -470,7 +470,10 @@ func (c *Cache) Describe(id content.SegmentID) (content.Segment, bool) {
 // Segments returns the IDs of the described segments (held or not), sorted.
 func (c *Cache) Segments() []content.SegmentID {
 	c.mu.RLock()
-	ids := slices.Collect(maps.Keys(c.segs))
+	var ids []content.SegmentID
+	if !c.closed {
+		ids = slices.Collect(maps.Keys(c.segs))
+	}
 	c.mu.RUnlock()
 	slices.SortFunc(ids, func(a, b content.SegmentID) int { return bytes.Compare(a[:], b[:]) })
 	return ids
