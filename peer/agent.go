@@ -137,6 +137,9 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	return a, nil
 }
 
+// DataDir is the agent's data directory.
+func (a *Agent) DataDir() string { return a.cfg.DataDir }
+
 // ID is the node's UUID.
 func (a *Agent) ID() string { return a.id }
 

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/redleader-p2p/redleader/election"
 )
 
 // StatusResponse is the body of GET /v1/status.
@@ -20,6 +22,11 @@ type StatusResponse struct {
 	ProtocolVersion int          `json:"protocol_version"`
 	UptimeS         int64        `json:"uptime_s"`
 	Members         MemberCounts `json:"members"`
+	// Role is "leader" while this agent may act as Red Leader (it holds
+	// the newest seat and a fresh check-in), else "peer".
+	Role      string         `json:"role"`
+	RedLeader *RedLeaderInfo `json:"red_leader"`
+	Raft      RaftInfo       `json:"raft"`
 }
 
 // MemberCounts counts the members of the agent's pool by status.
@@ -47,6 +54,11 @@ type MemberInfo struct {
 	Version           int    `json:"version"`
 	Progress          uint64 `json:"progress"`
 	UptimeS           int64  `json:"uptime_s"`
+	// Eligible: may be Red Leader now. Rank: 1 = the (would-be) Red
+	// Leader, 2 = next nominee…; 0 when not eligible, with the reason.
+	Eligible   bool   `json:"eligible"`
+	Rank       int    `json:"rank"`
+	Ineligible string `json:"ineligible,omitempty"`
 }
 
 // ErrorResponse is the body of every API error.
@@ -62,6 +74,7 @@ func (a *Agent) apiHandler() http.Handler {
 	mux.Handle("/v1/members", readOnly(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, r, http.StatusOK, a.MemberInfos())
 	}))
+	a.addElectionRoutes(mux)
 	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, r, http.StatusNotFound, ErrorResponse{Error: "no such endpoint: " + r.URL.Path})
@@ -75,7 +88,8 @@ func (a *Agent) Status() StatusResponse {
 	c := countStatuses(members)
 	meta := a.metaSnapshot()
 	addr := a.GossipAddr()
-	return StatusResponse{
+	out := StatusResponse{
+		Role:            "peer",
 		Node:            a.id,
 		Name:            meta.Name,
 		Subnet:          meta.Subnet,
@@ -88,15 +102,45 @@ func (a *Agent) Status() StatusResponse {
 		Members: MemberCounts{Total: len(members), Alive: c[StatusAlive], Suspect: c[StatusSuspect],
 			Left: c[StatusLeft], Dead: c[StatusDead]},
 	}
+	if n := a.Election(); n != nil {
+		es := n.Status()
+		if es.RedLeader {
+			out.Role = "leader"
+		}
+		if es.Seat.Node != "" {
+			out.RedLeader = &RedLeaderInfo{Node: es.Seat.Node, Epoch: es.Seat.Epoch, Since: es.Seat.AppointedAt,
+				Confirmed: es.Seat.Confirmed()}
+			for _, m := range members {
+				if m.Node == es.Seat.Node {
+					out.RedLeader.Name = m.Meta.Name
+				}
+			}
+		}
+		out.Raft = RaftInfo{State: es.Raft.State, Leader: es.Raft.Leader, ClusterID: es.Raft.ClusterID,
+			Voters: es.Raft.Voters, Standbys: es.Raft.Standbys, Term: es.Raft.Term, CommitIndex: es.Raft.CommitIndex}
+	}
+	return out
 }
 
 // MemberInfos is what GET /v1/members returns.
 func (a *Agent) MemberInfos() []MemberInfo {
 	now := time.Now()
 	members := a.Members()
+	var rank election.Decision
+	if n := a.Election(); n != nil {
+		rank = n.Ranking()
+	}
+	order := map[string]election.Ranked{}
+	for _, r := range rank.Order {
+		order[r.Node] = r
+	}
 	out := make([]MemberInfo, 0, len(members))
 	for _, m := range members {
+		r := order[m.Node]
 		out = append(out, MemberInfo{
+			Eligible:          r.Rank > 0,
+			Rank:              r.Rank,
+			Ineligible:        r.Ineligible,
 			Node:              m.Node,
 			Name:              m.Meta.Name,
 			Addr:              m.Addr.Addr().String(),

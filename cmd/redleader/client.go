@@ -89,6 +89,11 @@ func statusCmd(g *globals) *cobra.Command {
 				{"Uptime", (time.Duration(st.UptimeS) * time.Second).String()},
 				{"Members", fmt.Sprintf("%d (%d alive, %d suspect, %d left, %d dead)", st.Members.Total,
 					st.Members.Alive, st.Members.Suspect, st.Members.Left, st.Members.Dead)},
+				{"Role", st.Role},
+				{"Red Leader", redLeaderLine(st.RedLeader)},
+				{"Raft", fmt.Sprintf("%s, cluster %s, %d voters, %d standbys, term %d, commit %d, leader %s",
+					st.Raft.State, orDash(st.Raft.ClusterID), st.Raft.Voters, st.Raft.Standbys, st.Raft.Term,
+					st.Raft.CommitIndex, orDash(short(st.Raft.Leader)))},
 			}
 			for _, r := range rows {
 				fmt.Fprintf(w, "%s:\t%s\n", r[0], r[1])
@@ -112,14 +117,18 @@ func membersCmd(g *globals) *cobra.Command {
 				return g.printJSON(ms)
 			}
 			w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(w, "NODE\tNAME\tADDRESS\tSTATUS\tSUBNET\tPRIORITY\tVERSION\tPROGRESS\tUPTIME\tNLM")
+			fmt.Fprintln(w, "NODE\tNAME\tADDRESS\tSTATUS\tRANK\tPRIORITY\tVERSION\tPROGRESS\tUPTIME\tNLM")
 			for _, m := range ms {
 				name := m.Name
 				if m.Self {
 					name += " (self)"
 				}
+				rank := fmt.Sprint(m.Rank)
+				if !m.Eligible {
+					rank = "- (" + orDash(m.Ineligible) + ")"
+				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", short(m.Node), name, m.Addr, m.Status,
-					m.Subnet, m.Priority, m.Version, m.Progress, time.Duration(m.UptimeS)*time.Second, yesNo(m.NotLeaderMaterial))
+					rank, m.Priority, m.Version, m.Progress, time.Duration(m.UptimeS)*time.Second, yesNo(m.NotLeaderMaterial))
 			}
 			return w.Flush()
 		},
@@ -162,6 +171,18 @@ func versionCmd(g *globals) *cobra.Command {
 			return err
 		},
 	}
+}
+
+func redLeaderLine(r *peer.RedLeaderInfo) string {
+	if r == nil {
+		return "none"
+	}
+	state := "unconfirmed"
+	if r.Confirmed {
+		state = "confirmed"
+	}
+	return fmt.Sprintf("%s (%s), epoch %d, since %s, %s", short(r.Node), orDash(r.Name), r.Epoch,
+		r.Since.Local().Format(time.DateTime), state)
 }
 
 func short(id string) string {

@@ -30,6 +30,8 @@ type Options struct {
 	MulticastPort  int
 	// Configure, if set, edits each agent's config before it starts.
 	Configure func(i int, c *config.Config)
+	// AgentOptions, if set, edits each agent's peer.Options (test hooks).
+	AgentOptions func(i int, o *peer.Options)
 	// Verbose sends agent logs to the test log.
 	Verbose bool
 }
@@ -52,6 +54,8 @@ func Config(t testing.TB, i int, opts Options) config.Config {
 	c.ClusterKey = opts.ClusterKey
 	c.Join = opts.Join
 	c.RejoinInterval = 2 * time.Second
+	c.Election.BootstrapSettle = 500 * time.Millisecond
+	c.Election.VoterStabilization = time.Second
 	c.LANDiscovery.Interface = "lo"
 	c.LANDiscovery.Enabled = opts.MulticastGroup != ""
 	if opts.MulticastGroup != "" {
@@ -67,11 +71,18 @@ func Config(t testing.TB, i int, opts Options) config.Config {
 // StartAgent starts one agent with cfg and closes it when the test ends.
 func StartAgent(t testing.TB, cfg config.Config, verbose bool) *peer.Agent {
 	t.Helper()
+	return StartAgentWith(t, cfg, peer.Options{}, verbose)
+}
+
+// StartAgentWith is StartAgent with test hooks in opts.
+func StartAgentWith(t testing.TB, cfg config.Config, opts peer.Options, verbose bool) *peer.Agent {
+	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	if verbose {
 		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("agent", cfg.NodeName)
 	}
-	a, err := peer.New(cfg, peer.Options{Version: "test", Logger: log})
+	opts.Version, opts.Logger = "test", log
+	a, err := peer.New(cfg, opts)
 	if err != nil {
 		t.Fatalf("new agent %s: %v", cfg.NodeName, err)
 	}
@@ -93,7 +104,11 @@ func Start(t testing.TB, n int, opts Options) []*peer.Agent {
 		if len(o.Join) == 0 && o.MulticastGroup == "" && i > 0 {
 			o.Join = []string{agents[0].GossipAddr().String()}
 		}
-		agents = append(agents, StartAgent(t, Config(t, i, o), opts.Verbose))
+		var po peer.Options
+		if opts.AgentOptions != nil {
+			opts.AgentOptions(i, &po)
+		}
+		agents = append(agents, StartAgentWith(t, Config(t, i, o), po, opts.Verbose))
 	}
 	return agents
 }

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/redleader-p2p/redleader/peer"
+)
+
+// send makes a mutating API call with the token from the data dir.
+func (g *globals) send(cmd *cobra.Command, method, path string, in, out any) error {
+	cfg, err := g.loadConfig(cmd.Flags())
+	if err != nil {
+		return err
+	}
+	addr := cfg.APIAddr
+	if g.api != "" {
+		addr = g.api
+	}
+	tok, err := peer.ReadToken(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("%w (run as the agent's user, or pass --data-dir)", err)
+	}
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequest(method, "http://"+addr+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("%w at %s (start one with `redleader agent`)", errNoAgent, addr)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		var e peer.ErrorResponse
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	return json.Unmarshal(b, out)
+}
+
+func eventsCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "events",
+		Short: "Show the subnet's election event log (appointments, marks, policy)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var evs []peer.EventInfo
+			if err := g.getJSON(cmd, "/v1/events", &evs); err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(evs)
+			}
+			w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(w, "SEQ\tTIME\tKIND\tNODE\tEPOCH\tSEVERITY\tREASON")
+			for _, e := range evs {
+				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", e.Seq, e.Time.Local().Format(time.DateTime), e.Kind,
+					orDash(short(e.Node)), e.Epoch, e.Severity, e.Reason)
+			}
+			return w.Flush()
+		},
+	}
+}
+
+func nlmCmd(g *globals) *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "nlm NODE on|off",
+		Short: "Mark a member not-leader-material (on) or clear the mark (off), through consensus",
+		Long:  "NODE is a node ID, a unique prefix of one, or a member name. Works from any agent of the subnet.",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var on bool
+			switch args[1] {
+			case "on":
+				on = true
+			case "off":
+			default:
+				return fmt.Errorf("%w: want on or off, not %q", errUsage, args[1])
+			}
+			var out map[string]any
+			if err := g.send(cmd, http.MethodPost, "/v1/nlm", peer.NLMRequest{Node: args[0], On: on, Reason: reason}, &out); err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(out)
+			}
+			_, err := fmt.Fprintf(g.stdout, "%s: not leader material %s\n", out["node"], args[1])
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "reason recorded in the event log")
+	return cmd
+}
+
+func policyCmd(g *globals) *cobra.Command {
+	show := func(p peer.PolicyInfo) error {
+		if g.json {
+			return g.printJSON(p)
+		}
+		w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(w, "version:\t%d\nleader_rate:\t%s\npeer_rate:\t%s\nlan_rate:\t%s\n", p.Version, p.LeaderRate, p.PeerRate, p.LANRate)
+		return w.Flush()
+	}
+	cmd := &cobra.Command{
+		Use:   "policy",
+		Short: "Show the subnet's committed bandwidth policy",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var p peer.PolicyInfo
+			if err := g.getJSON(cmd, "/v1/policy", &p); err != nil {
+				return err
+			}
+			return show(p)
+		},
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "set KEY=VALUE...",
+		Short: "Change the policy through consensus: leader_rate=20Mbit peer_rate=128kbit lan_rate=0",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var in peer.PolicyInfo
+			for _, kv := range args {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok || v == "" {
+					return fmt.Errorf("%w: %q: want KEY=VALUE", errUsage, kv)
+				}
+				switch k {
+				case "leader_rate":
+					in.LeaderRate = v
+				case "peer_rate":
+					in.PeerRate = v
+				case "lan_rate":
+					in.LANRate = v
+				default:
+					return fmt.Errorf("%w: unknown policy key %q (leader_rate, peer_rate, lan_rate)", errUsage, k)
+				}
+			}
+			var out peer.PolicyInfo
+			if err := g.send(cmd, http.MethodPut, "/v1/policy", in, &out); err != nil {
+				return err
+			}
+			return show(out)
+		},
+	})
+	return cmd
+}
