@@ -1,0 +1,456 @@
+//go:build linux
+
+package lab_test
+
+// End-to-end tests of the Red Leader election (issue 3): real agents in lab
+// namespaces, default config unless a test says otherwise. Time bounds are
+// asserted (the lab binary is built without -race) and every measured time
+// is logged with t.Logf.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redleader-p2p/redleader/lab"
+	"github.com/redleader-p2p/redleader/peer"
+)
+
+// get GETs path from a's API into v with a short timeout of its own (safe
+// from any goroutine, unlike shortCtx).
+func (a *agent) get(path string, v any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return a.api(ctx, path, v)
+}
+
+// status is a's /v1/status, or nil if it does not answer.
+func (a *agent) status() *peer.StatusResponse {
+	var st peer.StatusResponse
+	if a.get("/v1/status", &st) != nil {
+		return nil
+	}
+	return &st
+}
+
+// statuses asks every agent for its status at once.
+func statuses(agents []*agent) []*peer.StatusResponse {
+	out := make([]*peer.StatusResponse, len(agents))
+	var wg sync.WaitGroup
+	for i, a := range agents {
+		wg.Go(func() { out[i] = a.status() })
+	}
+	wg.Wait()
+	return out
+}
+
+// leaders lists the agents that report role=leader.
+func leaders(agents []*agent, sts []*peer.StatusResponse) []string {
+	var out []string
+	for i, st := range sts {
+		if st != nil && st.Role == "leader" {
+			out = append(out, agents[i].h.Name)
+		}
+	}
+	return out
+}
+
+// agreement checks the election as sts show it: every agent answers, all
+// are in one Raft cluster, all report the same confirmed Red Leader (node
+// and epoch), and exactly one agent, that one, reports role=leader.
+func agreement(agents []*agent, sts []*peer.StatusResponse) (peer.RedLeaderInfo, error) {
+	var seat peer.RedLeaderInfo
+	var cluster string
+	for i, st := range sts {
+		name := agents[i].h.Name
+		switch {
+		case st == nil:
+			return seat, fmt.Errorf("%s does not answer", name)
+		case st.RedLeader == nil:
+			return seat, fmt.Errorf("%s knows no Red Leader", name)
+		case !st.RedLeader.Confirmed:
+			return seat, fmt.Errorf("%s: Red Leader %s (epoch %d) not confirmed", name, st.RedLeader.Name, st.RedLeader.Epoch)
+		case st.Raft.ClusterID == "":
+			return seat, fmt.Errorf("%s is in no cluster", name)
+		}
+		if i == 0 {
+			seat, cluster = *st.RedLeader, st.Raft.ClusterID
+			continue
+		}
+		if st.Raft.ClusterID != cluster {
+			return seat, fmt.Errorf("%s in cluster %s, %s in %s", agents[0].h.Name, cluster, name, st.Raft.ClusterID)
+		}
+		if st.RedLeader.Node != seat.Node || st.RedLeader.Epoch != seat.Epoch {
+			return seat, fmt.Errorf("%s sees %s@%d, %s sees %s@%d", agents[0].h.Name, seat.Name, seat.Epoch,
+				name, st.RedLeader.Name, st.RedLeader.Epoch)
+		}
+	}
+	ls := leaders(agents, sts)
+	if len(ls) != 1 {
+		return seat, fmt.Errorf("role=leader on %v, want exactly one", ls)
+	}
+	for i, st := range sts {
+		if st.Role == "leader" && st.Node != seat.Node {
+			return seat, fmt.Errorf("%s reports role=leader but the seat is %s's", agents[i].h.Name, seat.Name)
+		}
+	}
+	return seat, nil
+}
+
+// waitAgree waits up to d for agreement among agents (and for extra to
+// accept the seat, if set). It returns the statuses and the time taken.
+func waitAgree(t *testing.T, agents []*agent, d time.Duration, what string,
+	extra func(peer.RedLeaderInfo, []*peer.StatusResponse) error) ([]*peer.StatusResponse, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	for {
+		sts := statuses(agents)
+		seat, err := agreement(agents, sts)
+		if err == nil && extra != nil {
+			err = extra(seat, sts)
+		}
+		if err == nil {
+			return sts, time.Since(start)
+		}
+		if time.Since(start) > d {
+			t.Fatalf("not within %v: %s: %v", d, what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitRaft waits until every agent reports the given voter and standby
+// counts (the voter set has settled).
+func waitRaft(t *testing.T, agents []*agent, voters, standbys int, d time.Duration) time.Duration {
+	t.Helper()
+	return waitFor(t, d, fmt.Sprintf("%d voters and %d standbys", voters, standbys), func() bool {
+		for _, st := range statuses(agents) {
+			if st == nil || st.Raft.Voters != voters || st.Raft.Standbys != standbys {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// startAgents starts n agents on new hosts of subnet 1 and waits for their
+// APIs; it returns them and the time of the last start.
+func startAgents(t *testing.T, l *lab.Lab, n int, env ...string) ([]*agent, time.Time) {
+	t.Helper()
+	agents := make([]*agent, n)
+	for i := range agents {
+		agents[i] = startAgentEnv(t, l.AddHost(1), env)
+	}
+	last := time.Now()
+	for _, a := range agents {
+		a.nodeID(t)
+	}
+	return agents, last
+}
+
+func byNode(agents []*agent, node string) *agent {
+	for _, a := range agents {
+		if a.node == node {
+			return a
+		}
+	}
+	return nil
+}
+
+func without(agents []*agent, drop ...*agent) []*agent {
+	var out []*agent
+	for _, a := range agents {
+		if !slices.Contains(drop, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// call makes a mutating API call with tok as bearer token ("" for none)
+// and decodes a 200 reply into out. It returns the HTTP status.
+func (a *agent) call(method, path, tok string, in, out any) (int, error) {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, "http://127.0.0.1:7380"+path, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := a.h.HTTPClient().Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return resp.StatusCode, fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, bytes.TrimSpace(b))
+	}
+	if out != nil {
+		return resp.StatusCode, json.Unmarshal(b, out)
+	}
+	return resp.StatusCode, nil
+}
+
+func (a *agent) token(t *testing.T) string {
+	t.Helper()
+	tok, err := peer.ReadToken(a.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// nlm sets (on) or clears an admin NotLeaderMaterial mark on node through
+// a's API.
+func (a *agent) nlm(t *testing.T, node string, on bool) {
+	t.Helper()
+	if _, err := a.call(http.MethodPost, "/v1/nlm", a.token(t), peer.NLMRequest{Node: node, On: on, Reason: "lab test"}, nil); err != nil {
+		t.Fatalf("%s: nlm %s %v: %v", a.h.Name, node, on, err)
+	}
+}
+
+// cli runs the redleader CLI in a's host against a's data dir (for the
+// token) and returns its combined output.
+func (a *agent) cli(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := a.h.Command(shortCtx(t, 20*time.Second), append([]string{lab.Binary(t)}, append(args, "--data-dir", a.dir)...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (a *agent) events(t *testing.T) []peer.EventInfo {
+	t.Helper()
+	var evs []peer.EventInfo
+	if err := a.get("/v1/events", &evs); err != nil {
+		t.Fatalf("%s: events: %v", a.h.Name, err)
+	}
+	return evs
+}
+
+func (a *agent) policy() (peer.PolicyInfo, error) {
+	var p peer.PolicyInfo
+	err := a.get("/v1/policy", &p)
+	return p, err
+}
+
+// memberInfo is how a lists node in /v1/members.
+func (a *agent) memberInfo(t *testing.T, node string) (peer.MemberInfo, bool) {
+	for _, m := range a.members(t) {
+		if m.Node == node {
+			return m, true
+		}
+	}
+	return peer.MemberInfo{}, false
+}
+
+// markedIn reports whether a ranks node ineligible because of a mark.
+func (a *agent) markedIn(t *testing.T, node string) bool {
+	m, ok := a.memberInfo(t, node)
+	return ok && !m.Eligible && strings.Contains(m.Ineligible, "marked")
+}
+
+// lastEvent returns the newest event of kind about node, if any.
+func lastEvent(evs []peer.EventInfo, kind, node string) (peer.EventInfo, bool) {
+	for i := len(evs) - 1; i >= 0; i-- {
+		if evs[i].Kind == kind && evs[i].Node == node {
+			return evs[i], true
+		}
+	}
+	return peer.EventInfo{}, false
+}
+
+// TestLabElectionAgreement: 1 to 7 agents of one subnet agree on one
+// Red Leader within 5 s of the last start.
+func TestLabElectionAgreement(t *testing.T) {
+	t.Parallel()
+	for n := 1; n <= 7; n++ {
+		t.Run(fmt.Sprintf("%d-agents", n), func(t *testing.T) {
+			t.Parallel()
+			l := lab.New(t, lab.Options{Subnets: 1, WANRate: "off"})
+			agents, last := startAgents(t, l, n)
+			sts, _ := waitAgree(t, agents, 5*time.Second-time.Since(last), "one agreed Red Leader", nil)
+			took := time.Since(last)
+			t.Logf("%d agents: one agreed, confirmed Red Leader %s (epoch %d) %v after the last start",
+				n, sts[0].RedLeader.Name, sts[0].RedLeader.Epoch, took.Round(time.Millisecond))
+		})
+	}
+}
+
+// formFive starts 5 agents and waits until they agree and the voter set
+// has settled (3 voters, 2 standbys).
+func formFive(t *testing.T, l *lab.Lab, env ...string) ([]*agent, time.Time) {
+	t.Helper()
+	agents, last := startAgents(t, l, 5, env...)
+	waitAgree(t, agents, 10*time.Second, "5 agents agree", nil)
+	waitRaft(t, agents, 3, 2, 30*time.Second)
+	t.Logf("5 agents: voter set settled (3 voters, 2 standbys) %v after the last start", time.Since(last).Round(time.Millisecond))
+	return agents, last
+}
+
+// arrange makes the Red Leader also the Raft leader (same) or not, with
+// admin marks that it lifts again, and returns the settled statuses.
+func arrange(t *testing.T, agents []*agent, same bool) []*peer.StatusResponse {
+	t.Helper()
+	sts, _ := waitAgree(t, agents, 5*time.Second, "agreement before arranging", nil)
+	seat, raftLeader := sts[0].RedLeader.Node, sts[0].Raft.Leader
+	if (seat == raftLeader) == same {
+		return sts
+	}
+	var marked []string
+	if same {
+		for _, a := range agents {
+			if a.node != raftLeader {
+				marked = append(marked, a.node)
+			}
+		}
+	} else {
+		marked = []string{seat}
+	}
+	for _, node := range marked {
+		agents[0].nlm(t, node, true)
+	}
+	waitAgree(t, agents, 10*time.Second, "re-appointed after arranging marks", func(s peer.RedLeaderInfo, _ []*peer.StatusResponse) error {
+		if slices.Contains(marked, s.Node) {
+			return fmt.Errorf("seat still on marked %s", s.Name)
+		}
+		return nil
+	})
+	for _, node := range marked {
+		agents[0].nlm(t, node, false)
+	}
+	sts, _ = waitAgree(t, agents, 5*time.Second, "agreement after arranging", nil)
+	if got := sts[0].RedLeader.Node == sts[0].Raft.Leader; got != same {
+		t.Fatalf("arranging failed: Red Leader %s, Raft leader %s", sts[0].RedLeader.Node, sts[0].Raft.Leader)
+	}
+	return sts
+}
+
+// TestLabElectionFailover: 5 agents up for 30 s; SIGKILL the Red Leader →
+// a new one is appointed and confirmed and all survivors agree within 5 s,
+// the event log says why, and the old one carries an auto mark. Run with
+// the Red Leader being the Raft leader too, and not.
+func TestLabElectionFailover(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		raftLeader bool // the Red Leader is also the Raft leader
+	}{
+		{"red-leader-only", false},
+		{"red-leader-and-raft-leader", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := lab.New(t, lab.Options{Subnets: 1, WANRate: "off"})
+			agents, last := formFive(t, l)
+			arrange(t, agents, tc.raftLeader)
+			time.Sleep(time.Until(last.Add(30 * time.Second)))
+			sts, _ := waitAgree(t, agents, 5*time.Second, "agreement before the kill", nil)
+			old := byNode(agents, sts[0].RedLeader.Node)
+			oldEpoch := sts[0].RedLeader.Epoch
+			if (sts[0].Raft.Leader == old.node) != tc.raftLeader {
+				t.Fatalf("Raft leader %s, Red Leader %s: not the case under test", sts[0].Raft.Leader, old.node)
+			}
+
+			if err := old.p.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			survivors := without(agents, old)
+			sts, took := waitAgree(t, survivors, 5*time.Second, "survivors agree on a new Red Leader",
+				func(s peer.RedLeaderInfo, _ []*peer.StatusResponse) error {
+					if s.Node == old.node || s.Epoch <= oldEpoch {
+						return fmt.Errorf("seat still %s@%d", s.Name, s.Epoch)
+					}
+					return nil
+				})
+			seat := sts[0].RedLeader
+			t.Logf("SIGKILL of the Red Leader %s (Raft leader too: %v): %s appointed, confirmed, agreed by all 4 in %v (epoch %d → %d)",
+				old.h.Name, tc.raftLeader, seat.Name, took.Round(time.Millisecond), oldEpoch, seat.Epoch)
+
+			evs := survivors[0].events(t)
+			mark, ok := lastEvent(evs, "mark", old.node)
+			if !ok || !strings.HasPrefix(mark.Reason, "auto mark:") {
+				t.Fatalf("no auto mark event for the killed Red Leader: %+v", evs)
+			}
+			appoint, ok := lastEvent(evs, "appoint", seat.Node)
+			if !ok || appoint.Epoch != seat.Epoch {
+				t.Fatalf("no appoint event for %s@%d: %+v", seat.Name, seat.Epoch, evs)
+			}
+			t.Logf("events: mark %q; appoint %q", mark.Reason, appoint.Reason)
+		})
+	}
+}
+
+// TestLabElectionMarkExpires: the auto mark that a killed Red Leader gets
+// expires after election.nlm_ttl (short here): once back, it is eligible
+// again, and the next committed command logs mark-expired.
+func TestLabElectionMarkExpires(t *testing.T) {
+	t.Parallel()
+	const ttl = 15 * time.Second
+	l := lab.New(t, lab.Options{Subnets: 1, WANRate: "off"})
+	agents, _ := startAgents(t, l, 3, "REDLEADER_ELECTION_NLM_TTL="+ttl.String())
+	sts, _ := waitAgree(t, agents, 10*time.Second, "3 agents agree", nil)
+	waitRaft(t, agents, 3, 0, 30*time.Second)
+	old := byNode(agents, sts[0].RedLeader.Node)
+	if err := old.p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	survivors := without(agents, old)
+	_, took := waitAgree(t, survivors, 5*time.Second, "new Red Leader", func(s peer.RedLeaderInfo, _ []*peer.StatusResponse) error {
+		if s.Node == old.node {
+			return errors.New("seat unchanged")
+		}
+		return nil
+	})
+	t.Logf("3 agents: failover in %v", took.Round(time.Millisecond))
+	mark, ok := lastEvent(survivors[0].events(t), "mark", old.node)
+	if !ok {
+		t.Fatal("no mark event")
+	}
+	// Bring it back: it must be listed as marked until the TTL has run out.
+	old.p.Wait(5 * time.Second)
+	old.start(t)
+	waitFor(t, 15*time.Second, "restarted agent alive and listed as marked", func() bool {
+		return survivors[0].markedIn(t, old.node) && statusOf(survivors[0].members(t), old.node) == peer.StatusAlive
+	})
+	expired := waitFor(t, ttl+5*time.Second, "auto mark expires", func() bool {
+		m, ok := survivors[0].memberInfo(t, old.node)
+		return ok && m.Eligible
+	})
+	age := time.Since(mark.Time)
+	t.Logf("auto mark (%q) lifted %v after it was set (nlm_ttl %v); waited %v", mark.Reason, age.Round(time.Millisecond), ttl, expired.Round(time.Millisecond))
+	if age < ttl {
+		t.Errorf("mark lifted after %v, before its TTL %v", age, ttl)
+	}
+	// The next command prunes it with a mark-expired event.
+	if out, err := survivors[1].cli(t, "policy", "set", "peer_rate=1Mbit"); err != nil {
+		t.Fatalf("policy set: %v\n%s", err, out)
+	}
+	waitFor(t, 5*time.Second, "mark-expired event", func() bool {
+		_, ok := lastEvent(survivors[0].events(t), "mark-expired", old.node)
+		return ok
+	})
+	// Uptime never displaces: the seat stays where it is.
+	sts, _ = waitAgree(t, agents, 5*time.Second, "all 3 agree again", nil)
+	if sts[0].RedLeader.Node == old.node {
+		t.Errorf("the returning agent displaced the Red Leader")
+	}
+}
