@@ -54,7 +54,8 @@ func writeFile(t *testing.T, dir, name string, data []byte) {
 
 // startOrigin serves dir on 127.0.0.1 and returns the server and a client
 // that sends exactly the headers a request carries (no automatic gzip).
-func startOrigin(t *testing.T, dir string, opts Options) (*Server, *httptest.Server, *http.Client) {
+// Unless start is false, hashing starts.
+func startOrigin(t *testing.T, dir string, opts Options, start bool) (*Server, *httptest.Server, *http.Client) {
 	t.Helper()
 	t.Cleanup(func() { goleak.VerifyNone(t) })
 	opts.Dir = dir
@@ -70,6 +71,11 @@ func startOrigin(t *testing.T, dir string, opts Options) (*Server, *httptest.Ser
 			t.Error(err)
 		}
 	})
+	if start {
+		if err := s.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ts := httptest.NewServer(s)
 	t.Cleanup(ts.Close)
 	c := ts.Client()
@@ -196,7 +202,7 @@ func TestPCCRTPExamples(t *testing.T) {
 	writeFile(t, dir, "index.html", data)
 	writeFile(t, dir, "welcome.png", data)
 	writeFile(t, dir, "small.bin", small)
-	_, ts, c := startOrigin(t, dir, Options{HashWait: time.Minute})
+	_, ts, c := startOrigin(t, dir, Options{HashWait: time.Minute}, true)
 
 	specResp := spec["spec-4-response-peerdist"]
 	tests := []struct {
@@ -303,7 +309,7 @@ func TestPlainHTTP(t *testing.T) {
 	if err := os.Chtimes(filepath.Join(dir, "sub", "file.bin"), mtime, mtime); err != nil {
 		t.Fatal(err)
 	}
-	_, ts, c := startOrigin(t, dir, Options{HashWait: time.Minute})
+	_, ts, c := startOrigin(t, dir, Options{HashWait: time.Minute}, true)
 	resp, _ := do(t, c, request(t, ts.URL, "/sub/file.bin", nil))
 	etag := resp.Header.Get("ETag")
 	if !strings.HasPrefix(etag, `"`) || !strings.HasSuffix(etag, `"`) || len(etag) < 3 {
@@ -403,7 +409,7 @@ func TestPeerDistRange(t *testing.T) {
 	big := pseudoRandom(content.SegmentSize+3*content.BlockSize+5, 5)
 	writeFile(t, dir, "small", small)
 	writeFile(t, dir, "big", big)
-	_, ts, c := startOrigin(t, dir, Options{HashWait: time.Minute})
+	_, ts, c := startOrigin(t, dir, Options{HashWait: time.Minute}, true)
 	const seg = content.SegmentSize
 	tests := []struct {
 		name       string
@@ -470,10 +476,7 @@ func TestRehashOnChange(t *testing.T) {
 	p := filepath.Join(dir, "f.bin")
 	a, b, c3 := pseudoRandom(150000, 6), pseudoRandom(150000, 7), pseudoRandom(150000, 8)
 	writeFile(t, dir, "f.bin", a)
-	s, ts, c := startOrigin(t, dir, Options{HashWait: time.Minute})
-	if err := s.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	_, ts, c := startOrigin(t, dir, Options{HashWait: time.Minute}, true)
 	get := func(want []byte) string {
 		t.Helper()
 		resp, body, pd := peerDistGet(t, c, ts.URL, "/f.bin")
@@ -526,7 +529,7 @@ func TestWaitForHashes(t *testing.T) {
 	dir := t.TempDir()
 	data := pseudoRandom(300000, 9)
 	writeFile(t, dir, "late.bin", data)
-	s, ts, c := startOrigin(t, dir, Options{HashWait: time.Minute, Workers: 1})
+	s, ts, c := startOrigin(t, dir, Options{HashWait: time.Minute, Workers: 1}, false)
 	// Not started: no worker can hash until Start.
 	type result struct {
 		body []byte
@@ -575,7 +578,7 @@ func TestNoWaitFallback(t *testing.T) {
 			dir := t.TempDir()
 			data := pseudoRandom(100000, 10)
 			writeFile(t, dir, "f", data)
-			_, ts, c := startOrigin(t, dir, Options{HashWait: wait}) // never started
+			_, ts, c := startOrigin(t, dir, Options{HashWait: wait}, false)
 			_, body, pd := peerDistGet(t, c, ts.URL, "/f")
 			if pd || !bytes.Equal(body, data) {
 				t.Fatalf("PeerDist %v, body %d bytes; want the plain file", pd, len(body))
@@ -619,7 +622,7 @@ func TestTraversalRefused(t *testing.T) {
 			t.Skipf("no symbolic links here: %v", err)
 		}
 	}
-	_, ts, _ := startOrigin(t, www, Options{HashWait: -1})
+	_, ts, _ := startOrigin(t, www, Options{HashWait: -1}, true)
 	addr := ts.Listener.Addr().String()
 	refused := []string{
 		"/../secret.txt",
@@ -665,10 +668,7 @@ func TestScanHashesAtStart(t *testing.T) {
 	for i := range 5 {
 		writeFile(t, dir, "d/f"+strconv.Itoa(i), pseudoRandom(1000*(i+1), uint64(i)))
 	}
-	s, _, _ := startOrigin(t, dir, Options{HashWait: -1, Rescan: time.Hour})
-	if err := s.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	s, _, _ := startOrigin(t, dir, Options{HashWait: -1, Rescan: time.Hour}, true)
 	if err := s.Start(t.Context()); err == nil {
 		t.Fatal("second Start succeeded")
 	}
