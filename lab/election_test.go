@@ -454,3 +454,222 @@ func TestLabElectionMarkExpires(t *testing.T) {
 		t.Errorf("the returning agent displaced the Red Leader")
 	}
 }
+
+// TestLabElectionRaftLeaderKill: SIGKILL the Raft leader when it is not the
+// Red Leader → the Red Leader and its epoch stay.
+func TestLabElectionRaftLeaderKill(t *testing.T) {
+	t.Parallel()
+	l := lab.New(t, lab.Options{Subnets: 1, WANRate: "off"})
+	agents, _ := formFive(t, l)
+	sts := arrange(t, agents, false)
+	seat := *sts[0].RedLeader
+	victim := byNode(agents, sts[0].Raft.Leader)
+	if err := victim.p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	survivors := without(agents, victim)
+	rl := byNode(agents, seat.Node)
+	var newLeader time.Duration
+	var lapse time.Duration // how long the Red Leader reported role=peer
+	lastSample := killed
+	for time.Since(killed) < 8*time.Second {
+		sts := statuses(survivors)
+		now := time.Now()
+		for i, st := range sts {
+			if st == nil || st.RedLeader == nil {
+				continue
+			}
+			if st.RedLeader.Node != seat.Node || st.RedLeader.Epoch != seat.Epoch {
+				t.Fatalf("%s: seat moved from %s@%d to %s@%d after the Raft leader died", survivors[i].h.Name,
+					seat.Name, seat.Epoch, st.RedLeader.Name, st.RedLeader.Epoch)
+			}
+			if survivors[i] == rl && st.Role != "leader" {
+				lapse += now.Sub(lastSample)
+			}
+		}
+		if newLeader == 0 && sts[0] != nil && sts[0].Raft.Leader != "" && sts[0].Raft.Leader != victim.node {
+			newLeader = now.Sub(killed)
+		}
+		lastSample = now
+		time.Sleep(100 * time.Millisecond)
+	}
+	waitAgree(t, survivors, 5*time.Second, "same seat after the Raft failover", func(s peer.RedLeaderInfo, sts []*peer.StatusResponse) error {
+		if s.Node != seat.Node || s.Epoch != seat.Epoch {
+			return fmt.Errorf("seat %s@%d, want %s@%d", s.Name, s.Epoch, seat.Name, seat.Epoch)
+		}
+		if sts[0].Raft.Leader == "" || sts[0].Raft.Leader == victim.node {
+			return errors.New("no new Raft leader")
+		}
+		return nil
+	})
+	if newLeader == 0 {
+		t.Fatal("no new Raft leader within 8 s")
+	}
+	t.Logf("Raft leader %s SIGKILLed: new Raft leader after %v; Red Leader %s kept epoch %d (reported role=peer for ~%v meanwhile)",
+		victim.h.Name, newLeader.Round(time.Millisecond), seat.Name, seat.Epoch, lapse.Round(100*time.Millisecond))
+}
+
+// TestLabElectionQuorumLoss: 5 agents, SIGKILL the 3 voters at once → the 2
+// survivors (standbys) have a Red Leader within 60 s, and still carry the
+// policy and the admin mark set before. The mark is on a survivor, so that
+// it shows (and matters): the other survivor must lead.
+func TestLabElectionQuorumLoss(t *testing.T) {
+	t.Parallel()
+	l := lab.New(t, lab.Options{Subnets: 1, WANRate: "off"})
+	agents, _ := formFive(t, l)
+	sts := statuses(agents)
+	var voters, standbys []*agent
+	for i, st := range sts {
+		if st.Raft.State == "standby" {
+			standbys = append(standbys, agents[i])
+		} else {
+			voters = append(voters, agents[i])
+		}
+	}
+	if len(voters) != 3 || len(standbys) != 2 {
+		t.Fatalf("want 3 voters and 2 standbys, have %d and %d", len(voters), len(standbys))
+	}
+	oldCluster := sts[0].Raft.ClusterID
+	var pol peer.PolicyInfo
+	if _, err := voters[0].call(http.MethodPut, "/v1/policy", voters[0].token(t),
+		peer.PolicyInfo{LeaderRate: "20Mbit", PeerRate: "1Mbit"}, &pol); err != nil {
+		t.Fatal(err)
+	}
+	marked, keeper := standbys[1], standbys[0]
+	voters[1].nlm(t, marked.node, true)
+	waitAgree(t, agents, 5*time.Second, "seat off the marked node", func(s peer.RedLeaderInfo, _ []*peer.StatusResponse) error {
+		if s.Node == marked.node {
+			return errors.New("marked node still leads")
+		}
+		return nil
+	})
+	waitFor(t, 5*time.Second, "policy and mark reach the standbys", func() bool {
+		for _, a := range standbys {
+			if p, err := a.policy(); err != nil || p != pol || !a.markedIn(t, marked.node) {
+				return false
+			}
+		}
+		return true
+	})
+
+	for _, v := range voters {
+		if err := v.p.Kill(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sts, took := waitAgree(t, standbys, 60*time.Second, "survivors have a Red Leader", func(s peer.RedLeaderInfo, sts []*peer.StatusResponse) error {
+		if sts[0].Raft.ClusterID == oldCluster {
+			return errors.New("still in the old cluster")
+		}
+		if s.Node != keeper.node {
+			return fmt.Errorf("seat on %s, want the unmarked %s", s.Name, keeper.h.Name)
+		}
+		return nil
+	})
+	t.Logf("3 of 5 voters SIGKILLed: the 2 survivors agree on Red Leader %s (epoch %d) in new cluster %s after %v",
+		sts[0].RedLeader.Name, sts[0].RedLeader.Epoch, sts[0].Raft.ClusterID, took.Round(time.Millisecond))
+	for _, a := range standbys {
+		if p, err := a.policy(); err != nil || p.LeaderRate != pol.LeaderRate || p.PeerRate != pol.PeerRate {
+			t.Errorf("%s: policy after re-bootstrap %+v (%v), want %+v", a.h.Name, p, err, pol)
+		}
+		if !a.markedIn(t, marked.node) {
+			m, _ := a.memberInfo(t, marked.node)
+			t.Errorf("%s: admin mark on %s lost after re-bootstrap: %+v", a.h.Name, marked.h.Name, m)
+		}
+	}
+}
+
+// sampler asks every agent for its status every 100 ms and records the
+// samples in which more than one agent reports role=leader.
+type sampler struct {
+	mu         sync.Mutex
+	samples    int
+	violations []string
+	once       sync.Once
+	stop       chan struct{}
+	done       chan struct{}
+}
+
+func startSampler(agents []*agent) *sampler {
+	s := &sampler{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-tick.C:
+			}
+			ls := leaders(agents, statuses(agents))
+			s.mu.Lock()
+			s.samples++
+			if len(ls) > 1 {
+				s.violations = append(s.violations, fmt.Sprintf("%s: role=leader on %v", time.Now().Format("15:04:05.000"), ls))
+			}
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+// finish stops the sampler (once; later calls just report) and returns
+// the sample count and violations.
+func (s *sampler) finish() (int, []string) {
+	s.once.Do(func() { close(s.stop) })
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.samples, s.violations
+}
+
+// TestLabElectionPartition isolates the Red Leader: sampled every 100 ms,
+// never do two agents report role=leader at once; the isolated one steps
+// down by itself, the others appoint a new one; after the link is back,
+// one Red Leader for all.
+func TestLabElectionPartition(t *testing.T) {
+	t.Parallel()
+	l := lab.New(t, lab.Options{Subnets: 1, WANRate: "off"})
+	agents, _ := formFive(t, l)
+	sts, _ := waitAgree(t, agents, 5*time.Second, "agreement", nil)
+	old := byNode(agents, sts[0].RedLeader.Node)
+	wasRaftLeader := sts[0].Raft.Leader == old.node
+	s := startSampler(agents)
+	defer s.finish() // on an early failure
+	time.Sleep(time.Second)
+
+	if err := old.h.LinkDown(); err != nil {
+		t.Fatal(err)
+	}
+	cut := time.Now()
+	stepDown := waitFor(t, 4*time.Second, "isolated Red Leader reports role=peer", func() bool {
+		st := old.status()
+		return st != nil && st.Role == "peer"
+	})
+	rest := without(agents, old)
+	waitAgree(t, rest, 8*time.Second, "the others appoint a new Red Leader", func(s peer.RedLeaderInfo, _ []*peer.StatusResponse) error {
+		if s.Node == old.node {
+			return errors.New("seat unchanged")
+		}
+		return nil
+	})
+	t.Logf("Red Leader %s isolated (Raft leader too: %v): it reported role=peer after %v; the other 4 agreed on a new one after %v",
+		old.h.Name, wasRaftLeader, stepDown.Round(time.Millisecond), time.Since(cut).Round(time.Millisecond))
+	time.Sleep(time.Until(cut.Add(10 * time.Second)))
+	if st := old.status(); st == nil || st.Role != "peer" {
+		t.Errorf("isolated agent: %+v", st)
+	}
+
+	if err := old.h.LinkUp(); err != nil {
+		t.Fatal(err)
+	}
+	_, healed := waitAgree(t, agents, 30*time.Second, "one Red Leader for all 5 after the partition heals", nil)
+	t.Logf("partition healed: all 5 agree again after %v", healed.Round(time.Millisecond))
+	n, v := s.finish()
+	t.Logf("%d samples, %d with two leaders", n, len(v))
+	if len(v) > 0 {
+		t.Errorf("two agents reported role=leader: %v", v)
+	}
+}
