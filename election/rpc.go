@@ -38,6 +38,7 @@ type applyReply struct {
 	Duplicate bool   `json:"duplicate"`
 	Skipped   bool   `json:"skipped"`
 	Error     string `json:"error,omitempty"`
+	Index     uint64 `json:"index,omitempty"` // Raft log index of the command
 }
 
 // errNotLeaderHere: this node cannot serve a leader-only request and knows
@@ -135,7 +136,7 @@ func (n *Node) handleApply(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	var out applyReply
+	out := applyReply{Index: f.Index()}
 	if res, ok := f.Response().(Result); ok {
 		out.Duplicate, out.Skipped = res.Duplicate, res.Skipped
 		if res.Err != nil {
@@ -296,6 +297,7 @@ func (n *Node) Apply(ctx context.Context, cmd Command) (Result, error) {
 					if out.Error != "" {
 						res.Err = errors.New(out.Error)
 					}
+					n.waitApplied(ctx, out.Index)
 					return res, res.Err
 				}
 			}
@@ -304,6 +306,21 @@ func (n *Node) Apply(ctx context.Context, cmd Command) (Result, error) {
 		case <-ctx.Done():
 			return Result{}, fmt.Errorf("%w: %w", ErrNoLeader, ctx.Err())
 		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// waitApplied waits, for a short while at most, until this node's state
+// has reached index, so that a caller reading State right after a
+// forwarded Apply sees its own write (`policy set` on a follower printed
+// the old policy). A member only gets there by the next state pull.
+func (n *Node) waitApplied(ctx context.Context, index uint64) {
+	deadline := time.Now().Add(2 * time.Second)
+	for index > 0 && n.State().Index < index && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }

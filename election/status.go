@@ -1,6 +1,7 @@
 package election
 
 import (
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -54,8 +55,10 @@ func (n *Node) Status() Status {
 		return s
 	}
 	s.Raft.ClusterID = r.clusterID
-	s.Raft.State = r.raft.State().String()
-	if s.Raft.State == raft.Follower.String() && !r.isVoter(n.cfg.Node) {
+	// raft names its states "Leader", "Follower"…: lower-case them, as
+	// documented on RaftStatus.State.
+	s.Raft.State = strings.ToLower(r.raft.State().String())
+	if r.raft.State() == raft.Follower && !r.isVoter(n.cfg.Node) {
 		s.Raft.State = "standby"
 	}
 	_, id := r.raft.LeaderWithID()

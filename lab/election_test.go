@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -120,6 +121,23 @@ func waitAgree(t *testing.T, agents []*agent, d time.Duration, what string,
 		}
 		if err == nil {
 			return sts, time.Since(start)
+		}
+		if time.Since(start) > d {
+			t.Fatalf("not within %v: %s: %v", d, what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitErr is waitFor for a condition that says why it does not hold yet;
+// the last reason goes into the failure message.
+func waitErr(t *testing.T, d time.Duration, what string, cond func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		err := cond()
+		if err == nil {
+			return time.Since(start)
 		}
 		if time.Since(start) > d {
 			t.Fatalf("not within %v: %s: %v", d, what, err)
@@ -671,5 +689,267 @@ func TestLabElectionPartition(t *testing.T) {
 	t.Logf("%d samples, %d with two leaders", n, len(v))
 	if len(v) > 0 {
 		t.Errorf("two agents reported role=leader: %v", v)
+	}
+}
+
+// blackhole makes a's host drop everything to the other hosts (or, with
+// del, stops doing so): a partition inside one bridge, where LinkDown
+// would cut the host from its own group too.
+func blackhole(t *testing.T, a *agent, others []*agent, del bool) {
+	t.Helper()
+	op := "add"
+	if del {
+		op = "del"
+	}
+	for _, o := range others {
+		out, err := a.h.Command(shortCtx(t, 5*time.Second), "ip", "route", op, "blackhole", o.h.IP().String()+"/32").CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: route %s blackhole %s: %v: %s", a.h.Name, op, o.h.IP(), err, out)
+		}
+	}
+}
+
+// TestLabElectionBreakaway: two groups of one subnet form apart (3 and 2
+// agents, blackhole routes between them), then the routes go away → one
+// cluster and one Red Leader for all within 30 s. The group with more
+// voters wins. Beacons every 5 s (instead of 30 s) so that the groups find
+// each other quickly: the merge, not discovery, is under test.
+func TestLabElectionBreakaway(t *testing.T) {
+	t.Parallel()
+	l := lab.New(t, lab.Options{Subnets: 1, WANRate: "off"})
+	env := []string{"REDLEADER_LAN_DISCOVERY_INTERVAL=5s"}
+	groupA := []*agent{{h: l.AddHost(1), env: env}, {h: l.AddHost(1), env: env}, {h: l.AddHost(1), env: env}}
+	groupB := []*agent{{h: l.AddHost(1), env: env}, {h: l.AddHost(1), env: env}}
+	for _, a := range groupA {
+		blackhole(t, a, groupB, false)
+	}
+	for _, b := range groupB {
+		blackhole(t, b, groupA, false)
+	}
+	all := append(append([]*agent{}, groupA...), groupB...)
+	for _, a := range all {
+		a.dir = t.TempDir()
+		a.start(t)
+	}
+	for _, a := range all {
+		a.nodeID(t)
+	}
+	stsA, _ := waitAgree(t, groupA, 10*time.Second, "group A agrees", nil)
+	stsB, _ := waitAgree(t, groupB, 10*time.Second, "group B agrees", nil)
+	waitRaft(t, groupA, 3, 0, 30*time.Second)
+	waitRaft(t, groupB, 1, 1, 30*time.Second)
+	for _, g := range [][]*agent{groupA, groupB} {
+		for _, a := range g {
+			if !a.seesExactly(t, g) {
+				t.Fatalf("%s sees %+v, not just its group", a.h.Name, a.members(t))
+			}
+		}
+	}
+	clusterA, clusterB := stsA[0].Raft.ClusterID, stsB[0].Raft.ClusterID
+	if clusterA == clusterB {
+		t.Fatalf("both groups in cluster %s", clusterA)
+	}
+	t.Logf("apart: group A (3) in %s with Red Leader %s, group B (2) in %s with Red Leader %s",
+		clusterA, stsA[0].RedLeader.Name, clusterB, stsB[0].RedLeader.Name)
+
+	for _, a := range groupA {
+		blackhole(t, a, groupB, true)
+	}
+	for _, b := range groupB {
+		blackhole(t, b, groupA, true)
+	}
+	start := time.Now()
+	gossip := waitFor(t, 30*time.Second, "one gossip pool", func() bool {
+		for _, a := range all {
+			if !a.seesExactly(t, all) {
+				return false
+			}
+		}
+		return true
+	})
+	sts, _ := waitAgree(t, all, 30*time.Second-time.Since(start), "one cluster, one Red Leader", nil)
+	took := time.Since(start)
+	t.Logf("breakaway merged: one gossip pool after %v, one cluster (%s) and Red Leader %s (epoch %d) after %v",
+		gossip.Round(time.Millisecond), sts[0].Raft.ClusterID, sts[0].RedLeader.Name, sts[0].RedLeader.Epoch, took.Round(time.Millisecond))
+	if sts[0].Raft.ClusterID != clusterA {
+		t.Errorf("merged into %s, want group A's %s (more voters)", sts[0].Raft.ClusterID, clusterA)
+	}
+}
+
+// TestLabElectionRestart: SIGTERM every agent and start them again on the
+// same data dirs → same cluster ID, the admin mark and the policy kept, a
+// Red Leader within 10 s. Also: `policy set` from any agent is visible in
+// every agent's /v1/policy within 2 s.
+func TestLabElectionRestart(t *testing.T) {
+	t.Parallel()
+	l := lab.New(t, lab.Options{Subnets: 1, WANRate: "off"})
+	agents, _ := formFive(t, l)
+	sts := statuses(agents)
+	cluster := sts[0].Raft.ClusterID
+
+	setter := agents[3]
+	before := time.Now()
+	out, err := setter.cli(t, "policy", "set", "leader_rate=20Mbit", "peer_rate=1Mbit", "--json")
+	if err != nil {
+		t.Fatalf("policy set: %v\n%s", err, out)
+	}
+	cliTook := time.Since(before)
+	var pol peer.PolicyInfo
+	if err := json.Unmarshal([]byte(out), &pol); err != nil || pol.LeaderRate != "20Mbit" || pol.PeerRate != "1Mbit" {
+		t.Fatalf("policy set printed %q (%v), want the new policy", out, err)
+	}
+	waitErr(t, 2*time.Second, "policy visible on every agent", func() error {
+		for _, a := range agents {
+			if p, err := a.policy(); err != nil || p != pol {
+				return fmt.Errorf("%s has %+v (%v), want %+v", a.h.Name, p, err, pol)
+			}
+		}
+		return nil
+	})
+	t.Logf("policy set on %s (%+v): the CLI took %v; visible on all 5 %v after it was sent", setter.h.Name, pol,
+		cliTook.Round(time.Millisecond), time.Since(before).Round(time.Millisecond))
+
+	marked := byNode(agents, sts[0].RedLeader.Node) // mark the Red Leader: the seat must move and stay moved
+	if out, err := agents[1].cli(t, "nlm", marked.h.Name, "on"); err != nil {
+		t.Fatalf("nlm: %v\n%s", err, out)
+	}
+	notMarked := func(s peer.RedLeaderInfo, _ []*peer.StatusResponse) error {
+		if s.Node == marked.node {
+			return errors.New("marked node leads")
+		}
+		return nil
+	}
+	waitAgree(t, agents, 5*time.Second, "seat moves off the marked node", notMarked)
+
+	stop := time.Now()
+	for _, a := range agents {
+		if err := a.p.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, a := range agents {
+		if err := a.p.Wait(15 * time.Second); err != nil {
+			_ = a.p.Signal(syscall.SIGQUIT) // goroutine dump into its log
+			_ = a.p.Wait(2 * time.Second)
+			t.Fatalf("%s: SIGTERM: %v", a.h.Name, err)
+		}
+	}
+	t.Logf("all 5 stopped by SIGTERM in %v", time.Since(stop).Round(time.Millisecond))
+
+	for _, a := range agents {
+		a.start(t)
+	}
+	sts, took := waitAgree(t, agents, 10*time.Second, "a Red Leader after the restart", func(s peer.RedLeaderInfo, sts []*peer.StatusResponse) error {
+		if sts[0].Raft.ClusterID != cluster {
+			return fmt.Errorf("cluster %s, was %s", sts[0].Raft.ClusterID, cluster)
+		}
+		return notMarked(s, sts)
+	})
+	t.Logf("restart of all 5: Red Leader %s (epoch %d) agreed %v after the last start, same cluster",
+		sts[0].RedLeader.Name, sts[0].RedLeader.Epoch, took.Round(time.Millisecond))
+	for _, a := range agents {
+		if p, err := a.policy(); err != nil || p != pol {
+			t.Errorf("%s: policy after restart %+v (%v), want %+v", a.h.Name, p, err, pol)
+		}
+	}
+	waitFor(t, 5*time.Second, "admin mark listed by every agent", func() bool {
+		for _, a := range agents {
+			if !a.markedIn(t, marked.node) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// TestLabElectionNLM: `redleader nlm NODE on` works whichever agent it is
+// sent to (a standby, the Raft leader, the Red Leader itself; NODE as a
+// name, an ID prefix, a full ID) and the marked Red Leader is replaced.
+// Without the token, mutating calls are refused. Lifting the marks does
+// not displace the Red Leader.
+func TestLabElectionNLM(t *testing.T) {
+	t.Parallel()
+	l := lab.New(t, lab.Options{Subnets: 1, WANRate: "off"})
+	agents, _ := startAgents(t, l, 4)
+	waitAgree(t, agents, 10*time.Second, "4 agents agree", nil)
+	waitRaft(t, agents, 3, 1, 30*time.Second)
+
+	var marked []*agent
+	for round, from := range []string{"standby", "raft-leader", "red-leader"} {
+		sts, _ := waitAgree(t, agents, 5*time.Second, "agreement", nil)
+		rl := byNode(agents, sts[0].RedLeader.Node)
+		var sender *agent
+		for i, st := range sts {
+			switch {
+			case from == "standby" && st.Raft.State == "standby" && agents[i] != rl,
+				from == "raft-leader" && st.Raft.State == "leader",
+				from == "red-leader" && agents[i] == rl:
+				sender = agents[i]
+			}
+		}
+		if sender == nil {
+			t.Fatalf("round %d: no %s to send from: %+v", round, from, sts)
+		}
+		target := []string{rl.h.Name, rl.node[:8], rl.node}[round]
+		start := time.Now()
+		if out, err := sender.cli(t, "nlm", target, "on"); err != nil || !strings.Contains(out, rl.node) {
+			t.Fatalf("nlm %s on from %s: %v\n%s", target, sender.h.Name, err, out)
+		}
+		marked = append(marked, rl)
+		sts, took := waitAgree(t, agents, 5*time.Second, "marked Red Leader replaced", func(s peer.RedLeaderInfo, _ []*peer.StatusResponse) error {
+			if byNode(marked, s.Node) != nil {
+				return fmt.Errorf("seat on marked %s", s.Name)
+			}
+			return nil
+		})
+		t.Logf("nlm %s on, sent to the %s (%s): Red Leader %s → %s in %v (%v after the CLI returned)", target, from, sender.h.Name,
+			rl.h.Name, sts[0].RedLeader.Name, time.Since(start).Round(time.Millisecond), took.Round(time.Millisecond))
+	}
+	evs := agents[0].events(t)
+	for _, m := range marked {
+		if e, ok := lastEvent(evs, "mark", m.node); !ok || !strings.HasPrefix(e.Reason, "admin mark") {
+			t.Errorf("no admin mark event for %s: %+v", m.h.Name, e)
+		}
+		if e, ok := lastEvent(evs, "vacate", m.node); !ok {
+			t.Errorf("no vacate event for %s: %+v", m.h.Name, e)
+		}
+	}
+
+	// Mutating calls need the token.
+	a := agents[0]
+	for _, tok := range []string{"", "not-the-token"} {
+		code, _ := a.call(http.MethodPut, "/v1/policy", tok, peer.PolicyInfo{PeerRate: "1Mbit"}, nil)
+		if code != http.StatusUnauthorized {
+			t.Errorf("PUT /v1/policy with token %q: HTTP %d, want 401", tok, code)
+		}
+		code, _ = a.call(http.MethodPost, "/v1/nlm", tok, peer.NLMRequest{Node: agents[1].node, On: true}, nil)
+		if code != http.StatusUnauthorized {
+			t.Errorf("POST /v1/nlm with token %q: HTTP %d, want 401", tok, code)
+		}
+	}
+	if out, err := a.h.Command(shortCtx(t, 10*time.Second), lab.Binary(t), "nlm", agents[1].h.Name, "on",
+		"--data-dir", t.TempDir()).CombinedOutput(); err == nil || !strings.Contains(string(out), "token") {
+		t.Errorf("nlm with no token in the data dir: %v: %s", err, out)
+	}
+
+	// Lifting every mark keeps the seat where it is.
+	sts, _ := waitAgree(t, agents, 5*time.Second, "agreement", nil)
+	seat := *sts[0].RedLeader
+	for _, m := range marked {
+		if out, err := agents[0].cli(t, "nlm", m.node, "off"); err != nil {
+			t.Fatalf("nlm off: %v\n%s", err, out)
+		}
+	}
+	time.Sleep(2 * time.Second)
+	waitAgree(t, agents, 5*time.Second, "seat unchanged after the marks are lifted", func(s peer.RedLeaderInfo, _ []*peer.StatusResponse) error {
+		if s.Node != seat.Node || s.Epoch != seat.Epoch {
+			return fmt.Errorf("seat moved to %s@%d", s.Name, s.Epoch)
+		}
+		return nil
+	})
+	for _, m := range marked {
+		if mi, ok := agents[0].memberInfo(t, m.node); !ok || !mi.Eligible {
+			t.Errorf("%s still ineligible after nlm off: %+v", m.h.Name, mi)
+		}
 	}
 }
