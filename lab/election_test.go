@@ -596,6 +596,20 @@ func TestLabElectionQuorumLoss(t *testing.T) {
 			t.Errorf("%s: admin mark on %s lost after re-bootstrap: %+v", a.h.Name, marked.h.Name, m)
 		}
 	}
+
+	// A killed voter comes back with the old cluster's Raft state: it must
+	// join the survivors' cluster, not drag them back into the dead one.
+	back := voters[0]
+	back.start(t)
+	all := append([]*agent{back}, standbys...)
+	newCluster := sts[0].Raft.ClusterID
+	_, took = waitAgree(t, all, 30*time.Second, "the returning voter joins the new cluster", func(s peer.RedLeaderInfo, sts []*peer.StatusResponse) error {
+		if sts[0].Raft.ClusterID != newCluster {
+			return fmt.Errorf("cluster %s, want %s", sts[0].Raft.ClusterID, newCluster)
+		}
+		return nil
+	})
+	t.Logf("a killed voter restarted with the old cluster's state: all 3 agree in the new cluster after %v", took.Round(time.Millisecond))
 }
 
 // sampler asks every agent for its status every 100 ms and records the
@@ -649,46 +663,56 @@ func (s *sampler) finish() (int, []string) {
 // one Red Leader for all.
 func TestLabElectionPartition(t *testing.T) {
 	t.Parallel()
-	l := lab.New(t, lab.Options{Subnets: 1, WANRate: "off"})
-	agents, _ := formFive(t, l)
-	sts, _ := waitAgree(t, agents, 5*time.Second, "agreement", nil)
-	old := byNode(agents, sts[0].RedLeader.Node)
-	wasRaftLeader := sts[0].Raft.Leader == old.node
-	s := startSampler(agents)
-	defer s.finish() // on an early failure
-	time.Sleep(time.Second)
+	for _, tc := range []struct {
+		name       string
+		raftLeader bool // the isolated Red Leader is also the Raft leader
+	}{
+		{"red-leader-only", false},
+		{"red-leader-and-raft-leader", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := lab.New(t, lab.Options{Subnets: 1, WANRate: "off"})
+			agents, _ := formFive(t, l)
+			sts := arrange(t, agents, tc.raftLeader)
+			old := byNode(agents, sts[0].RedLeader.Node)
+			s := startSampler(agents)
+			defer s.finish() // on an early failure
+			time.Sleep(time.Second)
 
-	if err := old.h.LinkDown(); err != nil {
-		t.Fatal(err)
-	}
-	cut := time.Now()
-	stepDown := waitFor(t, 4*time.Second, "isolated Red Leader reports role=peer", func() bool {
-		st := old.status()
-		return st != nil && st.Role == "peer"
-	})
-	rest := without(agents, old)
-	waitAgree(t, rest, 8*time.Second, "the others appoint a new Red Leader", func(s peer.RedLeaderInfo, _ []*peer.StatusResponse) error {
-		if s.Node == old.node {
-			return errors.New("seat unchanged")
-		}
-		return nil
-	})
-	t.Logf("Red Leader %s isolated (Raft leader too: %v): it reported role=peer after %v; the other 4 agreed on a new one after %v",
-		old.h.Name, wasRaftLeader, stepDown.Round(time.Millisecond), time.Since(cut).Round(time.Millisecond))
-	time.Sleep(time.Until(cut.Add(10 * time.Second)))
-	if st := old.status(); st == nil || st.Role != "peer" {
-		t.Errorf("isolated agent: %+v", st)
-	}
+			if err := old.h.LinkDown(); err != nil {
+				t.Fatal(err)
+			}
+			cut := time.Now()
+			stepDown := waitFor(t, 4*time.Second, "isolated Red Leader reports role=peer", func() bool {
+				st := old.status()
+				return st != nil && st.Role == "peer"
+			})
+			rest := without(agents, old)
+			waitAgree(t, rest, 8*time.Second, "the others appoint a new Red Leader", func(s peer.RedLeaderInfo, _ []*peer.StatusResponse) error {
+				if s.Node == old.node {
+					return errors.New("seat unchanged")
+				}
+				return nil
+			})
+			t.Logf("Red Leader %s isolated (Raft leader too: %v): it reported role=peer after %v; the other 4 agreed on a new one after %v",
+				old.h.Name, tc.raftLeader, stepDown.Round(time.Millisecond), time.Since(cut).Round(time.Millisecond))
+			time.Sleep(time.Until(cut.Add(10 * time.Second)))
+			if st := old.status(); st == nil || st.Role != "peer" {
+				t.Errorf("isolated agent after 10 s: %+v", st)
+			}
 
-	if err := old.h.LinkUp(); err != nil {
-		t.Fatal(err)
-	}
-	_, healed := waitAgree(t, agents, 30*time.Second, "one Red Leader for all 5 after the partition heals", nil)
-	t.Logf("partition healed: all 5 agree again after %v", healed.Round(time.Millisecond))
-	n, v := s.finish()
-	t.Logf("%d samples, %d with two leaders", n, len(v))
-	if len(v) > 0 {
-		t.Errorf("two agents reported role=leader: %v", v)
+			if err := old.h.LinkUp(); err != nil {
+				t.Fatal(err)
+			}
+			_, healed := waitAgree(t, agents, 30*time.Second, "one Red Leader for all 5 after the partition heals", nil)
+			t.Logf("partition healed: all 5 agree again after %v", healed.Round(time.Millisecond))
+			n, v := s.finish()
+			t.Logf("%d samples, %d with two leaders", n, len(v))
+			if len(v) > 0 {
+				t.Errorf("two agents reported role=leader: %v", v)
+			}
+		})
 	}
 }
 
