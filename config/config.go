@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redleader-p2p/redleader/shaping"
@@ -98,6 +99,50 @@ type Config struct {
 
 	// Election tunes the per-subnet Raft group and the Red Leader rules.
 	Election Election `mapstructure:"election" yaml:"election"`
+
+	// Discovery configures MS-PCCRD: finding LAN peers that hold a segment.
+	Discovery Discovery `mapstructure:"discovery" yaml:"discovery"`
+
+	// Cache configures the segment cache under the data dir.
+	Cache Cache `mapstructure:"cache" yaml:"cache"`
+}
+
+// Discovery configures the MS-PCCRD (WS-Discovery) prober and responder,
+// wire-compatible with Windows BranchCache and iPXE.
+type Discovery struct {
+	// Enabled runs the responder (answers probes for held segments) and
+	// the prober.
+	Enabled bool `mapstructure:"enabled" yaml:"enabled"`
+	// Port is the WS-Discovery UDP port (3702 for BranchCache peers).
+	Port int `mapstructure:"port" yaml:"port"`
+	// Group is the IPv4 multicast group (239.255.255.250); ff02::c is
+	// joined too where the interface has IPv6.
+	Group string `mapstructure:"group" yaml:"group"`
+	// RequestTimer is how long a probe collects replies: 200ms-500ms, and
+	// never below max_backoff. Longer finds more holders, later.
+	RequestTimer time.Duration `mapstructure:"request_timer" yaml:"request_timer"`
+	// MaxBackoff is the responder's maximum random delay before a reply
+	// (1ms-1s). Longer spreads reply bursts; shorter answers sooner.
+	MaxBackoff time.Duration `mapstructure:"max_backoff" yaml:"max_backoff"`
+	// ReplyThreshold is n of the reply-suppression rule: when this agent
+	// fetched a segment and saw n or more replies, it answers less often.
+	ReplyThreshold int `mapstructure:"reply_threshold" yaml:"reply_threshold"`
+	// ReplyProbability is the chance of answering when n replies but fewer
+	// than n full-segment replies were seen.
+	ReplyProbability float64 `mapstructure:"reply_probability" yaml:"reply_probability"`
+}
+
+// Cache configures the segment cache.
+type Cache struct {
+	// MaxSize caps the cache on disk, e.g. 20GB, 512MB; least recently
+	// used segments are evicted. 0 = no cap.
+	MaxSize string `mapstructure:"max_size" yaml:"max_size"`
+}
+
+// MaxBytes parses MaxSize (validated by Validate).
+func (c Cache) MaxBytes() int64 {
+	n, _ := ParseSize(c.MaxSize)
+	return n
 }
 
 // Election configures the Red Leader election. All timings are multiplied
@@ -229,6 +274,28 @@ func (c *Config) Validate() error {
 	}
 	port("lan_discovery.port", c.LANDiscovery.Port, false)
 	positive("lan_discovery.interval", c.LANDiscovery.Interval)
+	d := c.Discovery
+	port("discovery.port", d.Port, true)
+	if g, err := netip.ParseAddr(d.Group); err != nil || !g.Is4() || !g.IsMulticast() {
+		bad("discovery.group", strconv.Quote(d.Group), "not an IPv4 multicast address")
+	}
+	if d.RequestTimer < 200*time.Millisecond || d.RequestTimer > 500*time.Millisecond {
+		bad("discovery.request_timer", d.RequestTimer, "want 200ms to 500ms")
+	}
+	if d.MaxBackoff < time.Millisecond || d.MaxBackoff > time.Second {
+		bad("discovery.max_backoff", d.MaxBackoff, "want 1ms to 1s")
+	} else if d.RequestTimer < d.MaxBackoff {
+		bad("discovery.request_timer", d.RequestTimer, "must not be below discovery.max_backoff")
+	}
+	if d.ReplyThreshold < 1 {
+		bad("discovery.reply_threshold", d.ReplyThreshold, "must be at least 1")
+	}
+	if d.ReplyProbability < 0 || d.ReplyProbability > 1 {
+		bad("discovery.reply_probability", d.ReplyProbability, "want 0 to 1")
+	}
+	if _, err := ParseSize(c.Cache.MaxSize); err != nil {
+		bad("cache.max_size", strconv.Quote(c.Cache.MaxSize), err.Error())
+	}
 	e := c.Election
 	if e.Voter != "auto" && e.Voter != "never" {
 		bad("election.voter", strconv.Quote(e.Voter), "want auto or never")
@@ -270,6 +337,30 @@ func (c *Config) Key() ([]byte, error) {
 		return nil, fmt.Errorf("decodes to %d bytes, want 32", len(k))
 	}
 	return k, nil
+}
+
+// ParseSize parses a byte size: 0, 512MB, 20GB, 1.5TB (powers of 1000) or
+// 512MiB, 20GiB (powers of 1024).
+func ParseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "0" {
+		return 0, nil
+	}
+	units := []struct {
+		suffix string
+		mult   float64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
+		{"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"kB", 1e3}, {"B", 1}}
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+			if err != nil || v < 0 || v*u.mult > 1<<62 {
+				break
+			}
+			return int64(v * u.mult), nil
+		}
+	}
+	return 0, errors.New("not a size like 20GB, 512MiB or 0")
 }
 
 func checkHostPort(s string) error {

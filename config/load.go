@@ -50,6 +50,16 @@ func Default() Config {
 			PeerRate:   256e3,
 			LANRate:    0,
 		},
+		Discovery: Discovery{
+			Enabled:          true,
+			Port:             3702,
+			Group:            "239.255.255.250",
+			RequestTimer:     300 * time.Millisecond,
+			MaxBackoff:       65 * time.Millisecond,
+			ReplyThreshold:   10,
+			ReplyProbability: 0.33,
+		},
+		Cache: Cache{MaxSize: "20GB"},
 		Election: Election{
 			Voter:              "auto",
 			MachineClass:       "auto",

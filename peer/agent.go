@@ -66,6 +66,7 @@ type Agent struct {
 	beacon *discovery.Beacon
 	elect  *election.Node
 
+	content   *content
 	port      *peerPort   // Raft, cluster RPC and PCCRR
 	serverTLS *tls.Config // nil without a cluster key
 	clientTLS *tls.Config
@@ -145,43 +146,36 @@ func (a *Agent) ID() string { return a.id }
 
 // Start joins the subnet's gossip pool, starts LAN discovery, the local
 // API and the background loops. On error everything started is stopped.
-func (a *Agent) Start(ctx context.Context) error {
+func (a *Agent) Start(ctx context.Context) (err error) {
 	a.ctx, a.cancel = context.WithCancel(ctx)
+	defer func() {
+		if err != nil {
+			a.Close() // stops whatever did start; Close is idempotent
+		}
+	}()
 	home, err := a.resolveHome()
 	if err != nil {
-		a.cancel()
 		return err
 	}
-	ln, err := net.Listen("tcp", a.cfg.APIAddr)
-	if err != nil {
-		a.cancel()
+	if a.apiLn, err = net.Listen("tcp", a.cfg.APIAddr); err != nil {
 		return fmt.Errorf("local api on %s: %w", a.cfg.APIAddr, err)
 	}
 	a.port, err = listenPeerPort(net.JoinHostPort(a.cfg.BindAddr, strconv.Itoa(a.cfg.PeerPort)), a.serverTLS, a.log)
 	if err != nil {
-		ln.Close()
-		a.cancel()
 		return err
 	}
 	a.updateMeta(func(m *Meta) { m.PeerPort = uint16(a.port.Port()) })
+	if err := a.startContent(); err != nil {
+		return err
+	}
 	if err := a.enterHome(home); err != nil {
-		a.port.Close()
-		ln.Close()
-		a.cancel()
 		return err
 	}
 	a.goLoop(a.metaLoop)
 	if err := a.startElection(); err != nil {
-		a.cancel()
-		a.wg.Wait()
-		a.mu.Lock()
-		a.leaveHomeLocked(false)
-		a.mu.Unlock()
-		a.port.Close()
-		ln.Close()
 		return fmt.Errorf("start election: %w", err)
 	}
-	a.apiLn = ln
+	ln := a.apiLn
 	a.api = &http.Server{Handler: a.apiHandler(), ReadHeaderTimeout: 5 * time.Second}
 	a.goLoop(func() {
 		if err := a.api.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -245,7 +239,11 @@ func (a *Agent) Close() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			errs = append(errs, a.api.Shutdown(ctx))
 			cancel()
+		} else if a.apiLn != nil {
+			a.apiLn.Close()
 		}
+		// The PCCRR server's goroutine is one of ours: stop it before waiting.
+		errs = append(errs, a.stopContent())
 		a.wg.Wait()
 		a.mu.Lock()
 		errs = append(errs, a.leaveHomeLocked(false))
@@ -316,6 +314,10 @@ func (a *Agent) enterHome(h homeAddr) error {
 			a.log.Warn("LAN discovery of agents is off", "err", err)
 		}
 	}
+	if err := a.startDiscoveryLocked(); err != nil {
+		// Not fatal: peers can still fetch from us and we from the origin.
+		a.log.Warn("MS-PCCRD discovery is off", "err", err)
+	}
 	return nil
 }
 
@@ -342,7 +344,7 @@ func (a *Agent) startBeaconLocked() error {
 // leaveHomeLocked stops the beacon and leaves the pool. roaming marks the
 // departure as a move to another subnet, so old peers forget us at once.
 func (a *Agent) leaveHomeLocked(roaming bool) error {
-	var errs []error
+	errs := []error{a.stopDiscoveryLocked()}
 	if a.beacon != nil {
 		a.stats.addBeacon(a.beacon.Stats())
 		errs = append(errs, a.beacon.Close())

@@ -75,6 +75,7 @@ func (a *Agent) apiHandler() http.Handler {
 		writeJSON(w, r, http.StatusOK, a.MemberInfos())
 	}))
 	a.addElectionRoutes(mux)
+	a.addContentRoutes(mux)
 	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, r, http.StatusNotFound, ErrorResponse{Error: "no such endpoint: " + r.URL.Path})

@@ -54,6 +54,7 @@ func Config(t testing.TB, i int, opts Options) config.Config {
 	c.ClusterKey = opts.ClusterKey
 	c.Join = opts.Join
 	c.RejoinInterval = 2 * time.Second
+	c.Discovery.Enabled = false // tests that probe turn it on with their own port
 	c.Election.BootstrapSettle = 500 * time.Millisecond
 	c.Election.VoterStabilization = time.Second
 	c.LANDiscovery.Interface = "lo"
