@@ -25,7 +25,8 @@ func TestOriginSignalExitsZero(t *testing.T) {
 	addrRE := regexp.MustCompile(`origin serving.*addr=(127\.0\.0\.1:\d+)`)
 	var addr string
 	giveUp := time.After(time.Minute) // a hang guard, not a speed check
-	for addr == "" {                  // the signal handler is installed before this line is logged
+	// The signal handler is installed before the address is logged.
+	for addr == "" {
 		select {
 		case code := <-done:
 			t.Fatalf("origin exited %d: %s", code, stderr.String())
