@@ -163,3 +163,33 @@ func policyCmd(g *globals) *cobra.Command {
 	})
 	return cmd
 }
+
+func probeCmd(g *globals) *cobra.Command {
+	var blocks uint32
+	cmd := &cobra.Command{
+		Use:   "probe SEGMENT_ID",
+		Short: "Ask the LAN which peers hold a segment (MS-PCCRD), through the local agent",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var out peer.ProbeResponse
+			path := fmt.Sprintf("/v1/probe?segment=%s&blocks=%d", args[0], blocks)
+			if err := g.getJSON(cmd, path, &out); err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(out)
+			}
+			w := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(w, "PEER\tBLOCKS\tFULL\tLATENCY")
+			for _, m := range out.Matches {
+				fmt.Fprintf(w, "%s\t%d\t%s\t%.1fms\n", m.Peer, m.Blocks, yesNo(m.Full), m.LatencyMS)
+			}
+			if len(out.Matches) == 0 {
+				fmt.Fprintln(w, "(no peer holds it)")
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().Uint32Var(&blocks, "blocks", 0, "block count of the whole segment (a reply with fewer is partial)")
+	return cmd
+}
