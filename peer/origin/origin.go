@@ -317,7 +317,7 @@ func (s *Server) servePeerDist(w http.ResponseWriter, r *http.Request, neg negot
 	}
 	h := w.Header()
 	h.Set("Content-Encoding", EncodingPeerDist)
-	h.Set(HeaderPeerDist, peerDistHeader(neg.version, end-start))
+	h[HeaderPeerDist] = []string{peerDistHeader(neg.version, end-start)} // spelled as in the spec on the wire
 	h.Set("Content-Length", strconv.Itoa(len(ci)))
 	h.Set("Last-Modified", modtime.UTC().Format(http.TimeFormat))
 	h.Set("Accept-Ranges", "bytes")
