@@ -19,6 +19,8 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+
+	"github.com/redleader-p2p/redleader/internal/atomicfile"
 )
 
 const (
@@ -114,7 +116,7 @@ func (n *Node) openRaft(clusterID string, bootstrap bool, carry *State) error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	rn.raft = r
-	if err := writeFileAtomic(filepath.Join(n.cfg.DataDir, currentFile), []byte(clusterID+"\n")); err != nil {
+	if err := atomicfile.Write(filepath.Join(n.cfg.DataDir, currentFile), []byte(clusterID+"\n"), 0o600); err != nil {
 		n.log.Warn("cannot record the current cluster", "err", err)
 	}
 	n.mu.Lock()
@@ -218,7 +220,7 @@ func (n *Node) writeCache(f *FSM) {
 		n.log.Warn("cannot encode election state cache", "err", err)
 		return
 	}
-	if err := writeFileAtomic(filepath.Join(n.cfg.DataDir, cacheFile), buf.Bytes()); err != nil {
+	if err := atomicfile.Write(filepath.Join(n.cfg.DataDir, cacheFile), buf.Bytes(), 0o600); err != nil {
 		n.log.Warn("cannot write election state cache", "err", err)
 	}
 }
@@ -234,26 +236,6 @@ func (n *Node) restoreMember(st State) {
 		return
 	}
 	n.writeCache(n.member)
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // streamLayer gives Raft's network transport our peer port. Close stops

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
+
+	"github.com/redleader-p2p/redleader/internal/atomicfile"
 )
 
 const (
@@ -35,7 +37,7 @@ func loadOrCreateNodeID(dir string) (string, error) {
 		return "", fmt.Errorf("read node id: %w", err)
 	}
 	id := uuid.NewString()
-	if err := writeFileAtomic(path, []byte(id+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(path, []byte(id+"\n"), 0o644); err != nil {
 		return "", fmt.Errorf("write node id: %w", err)
 	}
 	return id, nil
@@ -53,7 +55,7 @@ func loadOrCreateToken(dir string) (string, error) {
 		return "", fmt.Errorf("make api token: %w", err)
 	}
 	tok := hex.EncodeToString(buf)
-	if err := writeFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(path, []byte(tok+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("write api token: %w", err)
 	}
 	return tok, nil
@@ -66,31 +68,4 @@ func ReadToken(dir string) (string, error) {
 		return "", fmt.Errorf("read api token: %w", err)
 	}
 	return strings.TrimSpace(string(b)), nil
-}
-
-// writeFileAtomic writes data to a temporary file in the same directory,
-// syncs it and renames it over path, so a crash never leaves a torn file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -48,7 +48,7 @@ func originCmd(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.dir, "dir", "", "directory to serve (required)")
 	f.StringVar(&o.listen, "listen", ":8080", "address to listen on (host:port)")
-	f.StringVar(&o.passphrase, "secret-passphrase", "", "server secret passphrase, as given to `netsh branchcache set key` (default: a random secret kept in the data dir)")
+	f.StringVar(&o.passphrase, "secret-passphrase", "", "server secret passphrase, as given to netsh branchcache set key (default: a random secret kept in the data dir)")
 	f.DurationVar(&o.hashWait, "hash-wait", origin.DefaultHashWait, "how long a peerdist request waits for a file being hashed before the file itself is sent")
 	f.IntVar(&o.workers, "hash-workers", origin.DefaultWorkers, "files hashed at once")
 	f.DurationVar(&o.rescan, "rescan", time.Minute, "interval between directory scans for changed files (0: only at start)")
