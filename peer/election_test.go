@@ -123,11 +123,28 @@ func TestSeedScenario(t *testing.T) {
 	expect(4, "M6")
 	join("M7", in(peer.PriorityHigh, 2, 100, 500*s))
 	expect(5, "M7")
-	// M6 and M7 finish; M4 and M5 are still on the low job, within 10%.
-	agents["M6"].SetRankInputs(in(peer.PriorityNone, 1, 0, 1000*s))
-	agents["M7"].SetRankInputs(in(peer.PriorityNone, 2, 0, 500*s))
+	// M4 and M5 progress on the low job, within 10% of each other; that
+	// changes nothing while M7 leads on a high job. Wait until everyone
+	// sees it, so that step 6 does not depend on the order updates arrive.
 	agents["M4"].SetRankInputs(in(peer.PriorityLow, 1, 100, 3000*s))
 	agents["M5"].SetRankInputs(in(peer.PriorityLow, 1, 105, 9000*s))
+	peertest.Eventually(t, 10*time.Second, "progress published", func() bool {
+		for _, a := range all {
+			seen := 0
+			for _, m := range a.Members() {
+				if (m.Node == agents["M4"].ID() && m.Meta.Progress == 100*MiB) || (m.Node == agents["M5"].ID() && m.Meta.Progress == 105*MiB) {
+					seen++
+				}
+			}
+			if seen != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	// M6 and M7 finish.
+	agents["M6"].SetRankInputs(in(peer.PriorityNone, 1, 0, 1000*s))
+	agents["M7"].SetRankInputs(in(peer.PriorityNone, 2, 0, 500*s))
 	expect(6, "M5")
 	agents["M4"].SetRankInputs(in(peer.PriorityNone, 1, 0, 3000*s))
 	agents["M5"].SetRankInputs(in(peer.PriorityNone, 1, 0, 9000*s))
