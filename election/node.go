@@ -82,12 +82,14 @@ type Membership interface {
 
 // Transport reaches other agents' peer ports.
 type Transport interface {
-	// RaftListener and RPCListener accept this node's incoming Raft and
-	// RPC connections. The Node never closes them.
+	// RaftListener returns a listener for one Raft instance's incoming
+	// connections; closing it must not affect later instances.
 	RaftListener() net.Listener
+	// RPCListener accepts incoming cluster RPC connections; the Node
+	// serves it until Close (it may close it).
+	RPCListener() net.Listener
 	// Advertise is this node's peer-port address as others dial it.
 	Advertise() net.Addr
-	RPCListener() net.Listener
 	// Dial opens a Raft (rpc=false) or RPC connection to addr.
 	Dial(ctx context.Context, addr string, rpc bool) (net.Conn, error)
 }

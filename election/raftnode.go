@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -73,7 +72,7 @@ func (n *Node) openRaft(clusterID string, bootstrap bool, carry *State) error {
 		store.Close()
 		return fmt.Errorf("raft log cache: %w", err)
 	}
-	layer := &streamLayer{ln: n.tr.RaftListener(), addr: n.tr.Advertise(), dial: n.tr.Dial, done: make(chan struct{})}
+	layer := &streamLayer{Listener: n.tr.RaftListener(), addr: n.tr.Advertise(), dial: n.tr.Dial}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog,
 	})
@@ -238,44 +237,15 @@ func (n *Node) restoreMember(st State) {
 	n.writeCache(n.member)
 }
 
-// streamLayer gives Raft's network transport our peer port. Close stops
-// only this Raft instance's use of the shared listener.
+// streamLayer gives Raft's network transport our peer port: a listener
+// of its own (closed with the Raft instance) and the dialer.
 type streamLayer struct {
-	ln   net.Listener
+	net.Listener
 	addr net.Addr
 	dial func(ctx context.Context, addr string, rpc bool) (net.Conn, error)
-	once sync.Once
-	done chan struct{}
 }
 
-// Accept waits for the next Raft connection.
-func (s *streamLayer) Accept() (net.Conn, error) {
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() { c, err := s.ln.Accept(); ch <- res{c, err} }()
-	select {
-	case r := <-ch:
-		return r.c, r.err
-	case <-s.done:
-		go func() {
-			if r := <-ch; r.c != nil {
-				r.c.Close()
-			}
-		}()
-		return nil, net.ErrClosed
-	}
-}
-
-// Close implements net.Listener without closing the shared listener.
-func (s *streamLayer) Close() error {
-	s.once.Do(func() { close(s.done) })
-	return nil
-}
-
-// Addr implements net.Listener.
+// Addr is the advertised address (the listener's may be 0.0.0.0).
 func (s *streamLayer) Addr() net.Addr { return s.addr }
 
 // Dial implements raft.StreamLayer.

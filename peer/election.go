@@ -120,7 +120,7 @@ func (v electionView) SetHead(h election.Head) {
 // electionTransport gives the election the peer port.
 type electionTransport struct{ a *Agent }
 
-func (t electionTransport) RaftListener() net.Listener { return t.a.port.Raft }
+func (t electionTransport) RaftListener() net.Listener { return t.a.port.Raft.Sub() }
 func (t electionTransport) RPCListener() net.Listener  { return t.a.port.RPC }
 
 // Advertise implements election.Transport.

@@ -213,3 +213,37 @@ func (l *vListener) Close() error {
 
 // Addr implements net.Listener.
 func (l *vListener) Addr() net.Addr { return l.addr }
+
+// Sub returns a listener that takes connections from l until either is
+// closed; closing it leaves l open. One Raft instance after another can
+// use the same port this way.
+func (l *vListener) Sub() net.Listener {
+	return &subListener{parent: l, done: make(chan struct{})}
+}
+
+type subListener struct {
+	parent *vListener
+	once   sync.Once
+	done   chan struct{}
+}
+
+// Accept implements net.Listener.
+func (s *subListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-s.parent.ch:
+		return c, nil
+	case <-s.done:
+		return nil, net.ErrClosed
+	case <-s.parent.done:
+		return nil, ErrPortClosed
+	}
+}
+
+// Close implements net.Listener.
+func (s *subListener) Close() error {
+	s.once.Do(func() { close(s.done) })
+	return nil
+}
+
+// Addr implements net.Listener.
+func (s *subListener) Addr() net.Addr { return s.parent.addr }
