@@ -163,6 +163,10 @@ type Node struct {
 
 	member *FSM // state of a members-only node (pulled); also the cache at start
 
+	// life serializes what starts or stops a Raft instance (the main
+	// loop's tick, a prepare RPC, Close), so that two never race.
+	life sync.Mutex
+
 	mu          sync.Mutex
 	r           *raftNode    // nil unless in a Raft group
 	lead        *leaderState // non-nil while this node is the Raft leader
@@ -243,6 +247,8 @@ func (n *Node) Close() error {
 	_ = n.rpc.Shutdown(ctx)
 	cancel()
 	n.wg.Wait()
+	n.life.Lock()
+	defer n.life.Unlock()
 	n.mu.Lock()
 	r := n.r
 	n.r, n.lead = nil, nil
@@ -308,6 +314,7 @@ func (n *Node) mainLoop() {
 		case <-tick.C:
 		}
 		members := n.mem.Members()
+		n.life.Lock()
 		n.mu.Lock()
 		r := n.r
 		n.mu.Unlock()
@@ -316,6 +323,7 @@ func (n *Node) mainLoop() {
 		} else {
 			n.raftTick(r, members)
 		}
+		n.life.Unlock()
 		n.publishHead()
 	}
 }

@@ -158,6 +158,12 @@ func (n *Node) handlePrepare(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "this node never votes (election.voter: never)", http.StatusForbidden)
 		return
 	}
+	n.life.Lock()
+	defer n.life.Unlock()
+	if n.ctx.Err() != nil {
+		http.Error(w, ErrStopped.Error(), http.StatusServiceUnavailable)
+		return
+	}
 	r := n.raftNode()
 	if r != nil && r.clusterID == in.ClusterID {
 		writeRPC(w, struct{}{})
