@@ -171,6 +171,13 @@ func (f *FSM) State() State {
 	return f.st.clone()
 }
 
+// index is State().Index without the copy.
+func (f *FSM) index() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.Index
+}
+
 // Apply applies one committed Raft log entry and returns a Result.
 func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {

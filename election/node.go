@@ -567,7 +567,10 @@ func (n *Node) head() Head {
 		st := n.member.State()
 		return Head{ClusterID: st.ClusterID, Index: st.Index, Role: RoleMember}
 	}
-	h := Head{ClusterID: r.clusterID, Index: r.raft.AppliedIndex(), Role: RoleStandby}
+	// The state's index, not Raft's applied index: configuration changes
+	// and leader no-ops advance the latter but never reach the FSM, so a
+	// member comparing its pulled state with it would pull forever.
+	h := Head{ClusterID: r.clusterID, Index: r.fsm.index(), Role: RoleStandby}
 	switch {
 	case r.raft.State() == raft.Leader:
 		h.Role = RoleLeader

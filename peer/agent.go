@@ -23,11 +23,8 @@ import (
 	"github.com/redleader-p2p/redleader/election"
 )
 
-// Agent errors.
-var (
-	ErrDataDirLocked = errors.New("another redleader agent is already running on this data dir")
-	ErrClosed        = errors.New("agent closed")
-)
+// ErrDataDirLocked: another agent holds the data dir.
+var ErrDataDirLocked = errors.New("another redleader agent is already running on this data dir")
 
 // ContentProtocolVersion is the content protocol this build speaks
 // (1 = PCCRC v1, 2 = v1+v2): a ranking input.
