@@ -171,6 +171,16 @@ func (f *FSM) State() State {
 	return f.st.clone()
 }
 
+// summary is State without the event log and the dedup window: what the
+// periodic paths need, without copying hundreds of entries each tick.
+func (f *FSM) summary() State {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	st := f.st
+	st.Events, st.Dedup = nil, nil
+	return st.clone()
+}
+
 // index is State().Index without the copy.
 func (f *FSM) index() uint64 {
 	f.mu.RLock()

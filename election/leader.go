@@ -43,7 +43,7 @@ func (n *Node) leaderTick(r *raftNode, members []Member) {
 		n.mu.Unlock()
 	}
 
-	st := r.fsm.State()
+	st := r.fsm.summary()
 	if !st.Initialized() {
 		n.commitInit(r)
 		return
@@ -89,7 +89,7 @@ func (n *Node) commitInit(r *raftNode) {
 // checkSeat vacates the seat of a Red Leader that died in gossip, never
 // confirmed, or stopped checking in, with an automatic mark.
 func (n *Node) checkSeat(r *raftNode, ls *leaderState, members []Member, now time.Time) {
-	seat := r.fsm.State().RedLeader
+	seat := r.fsm.summary().RedLeader
 	if seat.Node == "" {
 		return
 	}
@@ -143,7 +143,7 @@ func candidates(members []Member, st State, now time.Time) []Candidate {
 // appointBest applies the ranking rules and commits an appointment when
 // they call for a (new) Red Leader.
 func (n *Node) appointBest(r *raftNode, members []Member, now time.Time) {
-	st := r.fsm.State()
+	st := r.fsm.summary()
 	d := Rank(st.RedLeader.Node, candidates(members, st, now))
 	switch {
 	case d.Changed && d.Leader != "":
@@ -204,7 +204,7 @@ func (n *Node) reconcileVoters(r *raftNode, ls *leaderState, members []Member, n
 	for _, m := range members {
 		byNode[m.Node] = m
 	}
-	applied := r.raft.AppliedIndex()
+	applied := r.fsm.index() // what members publish as their head (Head.Index)
 	// Servers gossip no longer lists are reported dead since last seen.
 	for _, s := range conf.Servers {
 		id := string(s.ID)

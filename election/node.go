@@ -265,7 +265,7 @@ func (n *Node) Close() error {
 // handOver retires the Red Leader seat if this node holds it and transfers
 // Raft leadership if it leads, so that a graceful stop costs no failover.
 func (n *Node) handOver() {
-	st := n.State()
+	st := n.summary()
 	if st.RedLeader.Node == n.cfg.Node {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, err := n.Apply(ctx, NewRetireCommand(uuid.NewString(), time.Now(), n.cfg.Node, st.RedLeader.Epoch, "Red Leader shutting down"))
@@ -290,16 +290,21 @@ func (n *Node) goLoop(f func()) {
 }
 
 // State returns the newest election state this node holds.
-func (n *Node) State() State {
+func (n *Node) State() State { return n.source().State() }
+
+// summary is State without the event log and dedup window.
+func (n *Node) summary() State { return n.source().summary() }
+
+// source is the FSM holding the newest state: Raft's once it has one,
+// else the pulled (or cached) member state.
+func (n *Node) source() *FSM {
 	n.mu.Lock()
 	r := n.r
 	n.mu.Unlock()
-	if r != nil {
-		if st := r.fsm.State(); st.Initialized() || !n.member.State().Initialized() {
-			return st
-		}
+	if r != nil && (r.fsm.index() > 0 || n.member.index() == 0) {
+		return r.fsm
 	}
-	return n.member.State()
+	return n.member
 }
 
 // mainLoop runs the periodic work: bootstrap or pull as a member; leader
@@ -408,7 +413,7 @@ func (n *Node) memberTick(members []Member) {
 		return
 	}
 	best := cs[0]
-	st := n.member.State()
+	st := n.member.summary()
 	if st.ClusterID != best.id || st.Index < best.index {
 		n.pull(best)
 	}
@@ -564,7 +569,7 @@ func (n *Node) head() Head {
 	r := n.r
 	n.mu.Unlock()
 	if r == nil {
-		st := n.member.State()
+		st := n.member.summary()
 		return Head{ClusterID: st.ClusterID, Index: st.Index, Role: RoleMember}
 	}
 	// The state's index, not Raft's applied index: configuration changes

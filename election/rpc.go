@@ -74,7 +74,7 @@ func (n *Node) handleCheckin(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "leadership not verified", http.StatusServiceUnavailable)
 		return
 	}
-	st := r.fsm.State()
+	st := r.fsm.summary()
 	if st.RedLeader.Node == in.Node && st.RedLeader.Epoch == in.Epoch {
 		n.mu.Lock()
 		if n.lead != nil {
@@ -86,7 +86,7 @@ func (n *Node) handleCheckin(w http.ResponseWriter, req *http.Request) {
 				http.Error(w, "confirm: "+err.Error(), http.StatusServiceUnavailable)
 				return
 			}
-			st = r.fsm.State()
+			st = r.fsm.summary()
 		}
 	}
 	writeRPC(w, checkinReply{Seat: st.RedLeader, Policy: st.Policy, Index: st.Index})
@@ -322,7 +322,7 @@ func (n *Node) Apply(ctx context.Context, cmd Command) (Result, error) {
 // the old policy). A member only gets there by the next state pull.
 func (n *Node) waitApplied(ctx context.Context, index uint64) {
 	deadline := time.Now().Add(2 * time.Second)
-	for index > 0 && n.State().Index < index && time.Now().Before(deadline) {
+	for index > 0 && n.source().index() < index && time.Now().Before(deadline) {
 		select {
 		case <-ctx.Done():
 			return
@@ -389,7 +389,7 @@ func (n *Node) checkinLoop() {
 		if n.cfg.NeverConfirm {
 			continue
 		}
-		st := n.State()
+		st := n.summary()
 		n.mu.Lock()
 		seat := n.seat
 		if st.RedLeader.Epoch > seat.Epoch || (st.RedLeader.Epoch == seat.Epoch && st.Index > 0 && st.RedLeader.Node != seat.Node) {

@@ -37,7 +37,7 @@ func (n *Node) IsRedLeader() bool {
 
 // Status reports the election as this node sees it.
 func (n *Node) Status() Status {
-	st := n.State()
+	st := n.summary()
 	s := Status{RedLeader: n.IsRedLeader(), Seat: st.RedLeader}
 	n.mu.Lock()
 	if n.seat.Epoch > s.Seat.Epoch {
@@ -79,7 +79,7 @@ func (n *Node) Status() Status {
 // Ranking returns the current ranking decision as this node sees it (rank
 // and eligibility for every member).
 func (n *Node) Ranking() Decision {
-	st := n.State()
+	st := n.summary()
 	return Rank(st.RedLeader.Node, candidates(n.mem.Members(), st, time.Now()))
 }
 

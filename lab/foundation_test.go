@@ -206,19 +206,25 @@ func TestLabIdleFootprint(t *testing.T) {
 	for _, a := range agents {
 		a.nodeID(t)
 	}
-	a := agents[0]
-	cpu0 := procCPU(t, a.p.Pid())
+	cpu0 := make([]time.Duration, len(agents))
+	for i, a := range agents {
+		cpu0[i] = procCPU(t, a.p.Pid())
+	}
 	t0 := time.Now()
 	time.Sleep(60 * time.Second)
-	cpu := procCPU(t, a.p.Pid()) - cpu0
-	frac := cpu.Seconds() / time.Since(t0).Seconds()
-	rss := procRSS(t, a.p.Pid())
-	t.Logf("idle agent after 60 s: RSS %.1f MB, CPU %.2f%% of a core", float64(rss)/1e6, frac*100)
-	if !a.seesExactly(t, agents) {
-		t.Errorf("cluster not intact after 60 s: %+v", a.members(t))
-	}
-	if rss > 60e6 || frac > 0.05 {
-		t.Errorf("idle footprint too large: RSS %d bytes, CPU %.2f%%", rss, frac*100)
+	for i, a := range agents {
+		frac := (procCPU(t, a.p.Pid()) - cpu0[i]).Seconds() / time.Since(t0).Seconds()
+		rss := procRSS(t, a.p.Pid())
+		var st peer.StatusResponse
+		_ = a.api(shortCtx(t, 2*time.Second), "/v1/status", &st)
+		t.Logf("idle agent %s (raft %s, role %s) after 60 s: RSS %.1f MB, CPU %.2f%% of a core",
+			a.h.Name, st.Raft.State, st.Role, float64(rss)/1e6, frac*100)
+		if !a.seesExactly(t, agents) {
+			t.Errorf("cluster not intact after 60 s: %+v", a.members(t))
+		}
+		if rss > 60e6 || frac > 0.05 {
+			t.Errorf("idle footprint too large: RSS %d bytes, CPU %.2f%%", rss, frac*100)
+		}
 	}
 }
 

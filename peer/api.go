@@ -3,6 +3,7 @@ package peer
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -74,6 +75,9 @@ func (a *Agent) apiHandler() http.Handler {
 	mux.Handle("/v1/members", readOnly(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, r, http.StatusOK, a.MemberInfos())
 	}))
+	// Profiling, on loopback like the rest of the API.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	a.addElectionRoutes(mux)
 	a.addContentRoutes(mux)
 	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
