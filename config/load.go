@@ -70,7 +70,7 @@ func Default() Config {
 			NLMTTL:             10 * time.Minute,
 			DeadVoterGrace:     60 * time.Second,
 			QuorumLossTimeout:  30 * time.Second,
-			BootstrapSettle:    2 * time.Second,
+			BootstrapSettle:    1500 * time.Millisecond,
 			VoterStabilization: 5 * time.Second,
 		},
 	}

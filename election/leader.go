@@ -187,14 +187,11 @@ func (n *Node) applyLocal(r *raftNode, cmd Command) error {
 	if err != nil {
 		return err
 	}
-	f := r.raft.Apply(b, 5*time.Second)
-	if err := f.Error(); err != nil {
+	res, _, err := r.apply(b)
+	if err != nil {
 		return err
 	}
-	if res, ok := f.Response().(Result); ok && res.Err != nil {
-		return res.Err
-	}
-	return nil
+	return res.Err
 }
 
 // reconcileVoters makes one voter-set change per round (PlanVoters).

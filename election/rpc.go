@@ -131,17 +131,14 @@ func (n *Node) handleApply(w http.ResponseWriter, req *http.Request) {
 		n.forward(w, req, "/rpc/apply", body)
 		return
 	}
-	f := r.raft.Apply(body, 5*time.Second)
-	if err := f.Error(); err != nil {
+	res, index, err := r.apply(body)
+	if err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	out := applyReply{Index: f.Index()}
-	if res, ok := f.Response().(Result); ok {
-		out.Duplicate, out.Skipped = res.Duplicate, res.Skipped
-		if res.Err != nil {
-			out.Error = res.Err.Error()
-		}
+	out := applyReply{Index: index, Duplicate: res.Duplicate, Skipped: res.Skipped}
+	if res.Err != nil {
+		out.Error = res.Err.Error()
 	}
 	writeRPC(w, out)
 }
@@ -290,9 +287,7 @@ func (n *Node) Apply(ctx context.Context, cmd Command) (Result, error) {
 	}
 	for {
 		if r := n.raftNode(); r != nil && r.raft.State() == raft.Leader {
-			f := r.raft.Apply(b, 5*time.Second)
-			if err := f.Error(); err == nil {
-				res, _ := f.Response().(Result)
+			if res, _, err := r.apply(b); err == nil {
 				return res, res.Err
 			}
 		} else {
