@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -343,6 +344,24 @@ type clusterView struct {
 	voters int
 	index  uint64
 	addrs  []string // raft members' addresses, leader first
+	heads  []uint64 // the head index each of addrs publishes
+}
+
+// pullOrder lists where a member pulls the state from: the Raft members
+// whose head shows the newest state, in random order, then the others.
+// Taking the Raft leader first made every member of the subnet pull from
+// it after each commit (1,000 pulls on one node in a second).
+func (c clusterView) pullOrder() []string {
+	var fresh, rest []string
+	for i, a := range c.addrs {
+		if c.heads[i] >= c.index {
+			fresh = append(fresh, a)
+		} else {
+			rest = append(rest, a)
+		}
+	}
+	mrand.Shuffle(len(fresh), func(i, j int) { fresh[i], fresh[j] = fresh[j], fresh[i] })
+	return append(fresh, rest...)
 }
 
 // clusters groups the alive members that are in a Raft group by cluster ID,
@@ -365,8 +384,10 @@ func clusters(members []Member) []clusterView {
 		c.index = max(c.index, m.Head.Index)
 		if m.Head.Role == RoleLeader {
 			c.addrs = append([]string{m.RaftAddr}, c.addrs...)
+			c.heads = append([]uint64{m.Head.Index}, c.heads...)
 		} else {
 			c.addrs = append(c.addrs, m.RaftAddr)
+			c.heads = append(c.heads, m.Head.Index)
 		}
 	}
 	out := make([]clusterView, 0, len(by))
@@ -569,8 +590,12 @@ func (n *Node) head() Head {
 	r := n.r
 	n.mu.Unlock()
 	if r == nil {
+		// No index: nobody reads a member's, and publishing it made every
+		// member re-broadcast its metadata after each pull (one gossip
+		// update per member per commit, ~1.4 MB per member on a 1,000-member
+		// subnet). Only a change of cluster is published.
 		st := n.member.summary()
-		return Head{ClusterID: st.ClusterID, Index: st.Index, Role: RoleMember}
+		return Head{ClusterID: st.ClusterID, Role: RoleMember}
 	}
 	// The state's index, not Raft's applied index: configuration changes
 	// and leader no-ops advance the latter but never reach the FSM, so a

@@ -335,7 +335,7 @@ func (n *Node) pull(c clusterView) {
 	}
 	n.lastPull = time.Now()
 	n.mu.Unlock()
-	for _, addr := range c.addrs {
+	for _, addr := range c.pullOrder() {
 		ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/rpc/state", nil)
 		resp, err := n.http.Do(req)
