@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -425,10 +426,12 @@ func (a *Agent) joinLoop() {
 	}
 }
 
-// rejoinLoop retries the join list and members that died, so partitions
-// heal even without multicast.
+// rejoinLoop retries join addresses that are not alive members and members
+// that died, so partitions heal even without multicast. Alive members are
+// never re-joined: each join is a full state exchange.
 func (a *Agent) rejoinLoop() {
-	t := time.NewTicker(a.cfg.RejoinInterval)
+	// Jitter keeps agents that started together from rejoining in step.
+	t := time.NewTicker(a.cfg.RejoinInterval + time.Duration(rand.Int64N(int64(a.cfg.RejoinInterval/5)+1)))
 	defer t.Stop()
 	for {
 		select {
@@ -436,10 +439,21 @@ func (a *Agent) rejoinLoop() {
 			return
 		case <-t.C:
 		}
-		addrs := append([]string(nil), a.cfg.Join...)
+		alive := map[string]bool{}
+		var addrs []string
 		for _, m := range a.Members() {
-			if m.Status == StatusDead && m.Addr.IsValid() {
-				addrs = append(addrs, m.Addr.String())
+			switch m.Status {
+			case StatusAlive:
+				alive[m.Addr.String()] = true
+			case StatusDead:
+				if m.Addr.IsValid() {
+					addrs = append(addrs, m.Addr.String())
+				}
+			}
+		}
+		for _, j := range a.cfg.Join {
+			if !alive[j] {
+				addrs = append(addrs, j)
 			}
 		}
 		a.requestJoin(addrs...)
