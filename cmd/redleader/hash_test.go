@@ -94,11 +94,18 @@ func TestHashWithoutSecretWarns(t *testing.T) {
 	}
 }
 
-func TestHashErrors(t *testing.T) {
-	badSecret := t.TempDir()
-	if err := os.WriteFile(filepath.Join(badSecret, origin.SecretFile), nil, 0o600); err != nil {
+// badSecretDir is a data dir whose origin secret file is empty (invalid).
+func badSecretDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, origin.SecretFile), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return dir
+}
+
+func TestHashErrors(t *testing.T) {
+	badSecret := badSecretDir(t)
 	file, _ := testFile(t, 10)
 	tests := []struct {
 		name string

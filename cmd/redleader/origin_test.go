@@ -115,10 +115,7 @@ func TestOriginServesWithGeneratedSecret(t *testing.T) {
 }
 
 func TestOriginConfigErrors(t *testing.T) {
-	badSecret := t.TempDir()
-	if err := os.WriteFile(filepath.Join(badSecret, origin.SecretFile), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	badSecret := badSecretDir(t)
 	file, _ := testFile(t, 10)
 	tests := []struct {
 		name string
