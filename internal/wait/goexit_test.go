@@ -1,0 +1,5 @@
+package wait
+
+import "runtime"
+
+func runtimeGoexit() { runtime.Goexit() }
