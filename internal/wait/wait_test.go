@@ -1,6 +1,7 @@
 package wait
 
 import (
+	"runtime"
 	"testing"
 	"time"
 )
@@ -38,5 +39,5 @@ type fakeT struct {
 func (f *fakeT) Helper() {}
 func (f *fakeT) Fatalf(string, ...any) {
 	f.failed = true
-	runtimeGoexit()
+	runtime.Goexit()
 }

@@ -1,5 +1,0 @@
-package wait
-
-import "runtime"
-
-func runtimeGoexit() { runtime.Goexit() }
