@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/redleader-p2p/redleader/config"
+	"github.com/redleader-p2p/redleader/internal/sublisten"
 )
 
 // Scale simulations, in two parts, because 1,000 memberlist instances do
@@ -83,8 +84,8 @@ type simHost struct {
 
 	packets chan *memberlist.Packet
 	streams chan net.Conn
-	raftLn  *simListener
-	rpcLn   *simListener
+	raftLn  *sublisten.Listener // Raft instances take it through Sub, as on the peer port
+	rpcLn   *sublisten.Listener
 
 	gossipBytes   atomic.Int64 // UDP payloads and TCP stream bytes memberlist wrote
 	gossipPackets atomic.Int64
@@ -104,8 +105,8 @@ func newSimHost(n *simNet, i int) *simHost {
 		packets: make(chan *memberlist.Packet, simPacketQueue),
 		streams: make(chan net.Conn, 16),
 	}
-	h.raftLn = newSimListener(&net.TCPAddr{IP: ip, Port: simPeerPort})
-	h.rpcLn = newSimListener(&net.TCPAddr{IP: ip, Port: simPeerPort})
+	h.raftLn = sublisten.New(&net.TCPAddr{IP: ip, Port: simPeerPort}, 64, nil)
+	h.rpcLn = sublisten.New(&net.TCPAddr{IP: ip, Port: simPeerPort}, 64, nil)
 	return h
 }
 
@@ -158,9 +159,9 @@ func (g simGossip) DialTimeout(addr string, timeout time.Duration) (net.Conn, er
 // simPeer is a host's election transport (its peer port).
 type simPeer struct{ h *simHost }
 
-func (p simPeer) RaftListener() net.Listener { return p.h.raftLn.sub() }
+func (p simPeer) RaftListener() net.Listener { return p.h.raftLn.Sub() }
 func (p simPeer) RPCListener() net.Listener  { return p.h.rpcLn }
-func (p simPeer) Advertise() net.Addr        { return p.h.raftLn.addr }
+func (p simPeer) Advertise() net.Addr        { return p.h.raftLn.Addr() }
 
 func (p simPeer) Dial(ctx context.Context, addr string, rpc bool) (net.Conn, error) {
 	dst := p.h.net.lookup(addr)
@@ -176,15 +177,12 @@ func (p simPeer) Dial(ctx context.Context, addr string, rpc bool) (net.Conn, err
 		server = &countConn{Conn: c2, written: &dst.rpcServed}
 		ln = dst.rpcLn
 	}
-	select {
-	case ln.ch <- server:
-		return client, nil
-	case <-ln.done:
-	case <-ctx.Done():
+	if err := ln.Deliver(ctx, server); err != nil {
+		c1.Close()
+		c2.Close()
+		return nil, fmt.Errorf("%w: %s refused the connection: %w", errSimUnreachable, addr, err)
 	}
-	c1.Close()
-	c2.Close()
-	return nil, fmt.Errorf("%w: %s refused the connection", errSimUnreachable, addr)
+	return client, nil
 }
 
 // countConn counts the bytes written through it and, on the client side of
@@ -206,63 +204,6 @@ func (c *countConn) Write(p []byte) (int, error) {
 	}
 	return n, err
 }
-
-// simListener hands dialed pipes to Accept.
-type simListener struct {
-	addr net.Addr
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
-}
-
-func newSimListener(addr net.Addr) *simListener {
-	return &simListener{addr: addr, ch: make(chan net.Conn, 64), done: make(chan struct{})}
-}
-
-func (l *simListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *simListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *simListener) Addr() net.Addr { return l.addr }
-
-// sub returns a listener for one Raft instance: it takes l's connections
-// until it or l is closed; closing it leaves l open.
-func (l *simListener) sub() net.Listener {
-	return &simSubListener{parent: l, done: make(chan struct{})}
-}
-
-type simSubListener struct {
-	parent *simListener
-	done   chan struct{}
-	once   sync.Once
-}
-
-func (l *simSubListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.parent.ch:
-		return c, nil
-	case <-l.done:
-	case <-l.parent.done:
-	}
-	return nil, net.ErrClosed
-}
-
-func (l *simSubListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *simSubListener) Addr() net.Addr { return l.parent.addr }
 
 // simMeta is the agent's gossip metadata (peer/meta.go, version 1): same
 // fields, same layout, so the same size on the wire.
@@ -632,7 +573,7 @@ func newSim(b *testing.B, n int, pools bool) *sim {
 		s.hosts = append(s.hosts, h)
 		hboot := boot.Add(-time.Duration(i) * time.Second)
 		if !pools {
-			s.table.add(Member{Node: h.id, RaftAddr: h.raftLn.addr.String(), Status: StatusAlive, Since: boot,
+			s.table.add(Member{Node: h.id, RaftAddr: h.raftLn.Addr().String(), Status: StatusAlive, Since: boot,
 				Version: 2, Uptime: time.Since(hboot)})
 			continue
 		}

@@ -10,6 +10,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/redleader-p2p/redleader/internal/sublisten"
 )
 
 // The peer port carries three protocols on one TCP port, told apart by the
@@ -38,12 +40,14 @@ var ErrPortClosed = errors.New("peer port closed")
 // peerPort owns the TCP listener and one goroutine per connection until
 // its first byte is read.
 type peerPort struct {
-	ln   net.Listener
-	tls  *tls.Config // server side; nil without a cluster key
-	log  *slog.Logger
-	Raft *vListener
-	RPC  *vListener
-	HTTP *vListener
+	ln  net.Listener
+	tls *tls.Config // server side; nil without a cluster key
+	log *slog.Logger
+	// The virtual listeners the router feeds; Raft's are taken through
+	// Raft.Sub(), one Raft instance after another.
+	Raft *sublisten.Listener
+	RPC  *sublisten.Listener
+	HTTP *sublisten.Listener
 
 	wg sync.WaitGroup
 }
@@ -124,7 +128,7 @@ func (p *peerPort) route(c net.Conn) {
 	case connRPC:
 		target = p.RPC
 	}
-	if !target.deliver(conn) {
+	if target.Deliver(context.Background(), conn) != nil {
 		conn.Close()
 	}
 }
@@ -165,6 +169,10 @@ func dialPeer(ctx context.Context, addr string, kind byte, clientTLS *tls.Config
 	return c, nil
 }
 
+// newVListener is a listener fed by the router: Deliver waits until a
+// server accepts the connection or the port closes.
+func newVListener(addr net.Addr) *sublisten.Listener { return sublisten.New(addr, 0, ErrPortClosed) }
+
 // bufConn is a net.Conn whose first bytes come from a bufio.Reader that
 // already peeked at them.
 type bufConn struct {
@@ -173,77 +181,3 @@ type bufConn struct {
 }
 
 func (c *bufConn) Read(b []byte) (int, error) { return c.r.Read(b) }
-
-// vListener is a net.Listener fed by the peer port's router.
-type vListener struct {
-	addr net.Addr
-	ch   chan net.Conn
-	once sync.Once
-	done chan struct{}
-}
-
-func newVListener(addr net.Addr) *vListener {
-	return &vListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (l *vListener) deliver(c net.Conn) bool {
-	select {
-	case l.ch <- c:
-		return true
-	case <-l.done:
-		return false
-	}
-}
-
-// Accept implements net.Listener.
-func (l *vListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.done:
-		return nil, ErrPortClosed
-	}
-}
-
-// Close implements net.Listener.
-func (l *vListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-// Addr implements net.Listener.
-func (l *vListener) Addr() net.Addr { return l.addr }
-
-// Sub returns a listener that takes connections from l until either is
-// closed; closing it leaves l open. One Raft instance after another can
-// use the same port this way.
-func (l *vListener) Sub() net.Listener {
-	return &subListener{parent: l, done: make(chan struct{})}
-}
-
-type subListener struct {
-	parent *vListener
-	once   sync.Once
-	done   chan struct{}
-}
-
-// Accept implements net.Listener.
-func (s *subListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-s.parent.ch:
-		return c, nil
-	case <-s.done:
-		return nil, net.ErrClosed
-	case <-s.parent.done:
-		return nil, ErrPortClosed
-	}
-}
-
-// Close implements net.Listener.
-func (s *subListener) Close() error {
-	s.once.Do(func() { close(s.done) })
-	return nil
-}
-
-// Addr implements net.Listener.
-func (s *subListener) Addr() net.Addr { return s.parent.addr }
