@@ -1,9 +1,9 @@
 package discovery
 
 import (
-	"encoding/hex"
 	"errors"
-	"strings"
+
+	"github.com/redleader-p2p/redleader/peer/content"
 )
 
 // Sentinel errors of the PCCRD codec, prober and responder. Callers test
@@ -76,19 +76,11 @@ const (
 	segmentAgeUnits = 3 // hundredths of a second
 )
 
-// SegmentID is a segment identifier (HoHoDk) of 32 bytes: SHA-256 content
-// information v1 and (truncated SHA-512) v2.
-type SegmentID [32]byte
-
-// String returns the ID as upper-case hex, the form used in v1 Scopes.
-func (id SegmentID) String() string {
-	return strings.ToUpper(hex.EncodeToString(id[:]))
-}
-
-// segmentID converts a wire HoHoDk to a SegmentID; ok is false for
-// lengths other than 32 bytes (v1 content hashed with SHA-384/512).
-func segmentID(b []byte) (SegmentID, bool) {
-	var id SegmentID
+// segmentID converts a wire HoHoDk to a content.SegmentID (the 32-byte
+// HoHoDk of SHA-256 v1 and truncated-SHA-512 v2 content information); ok
+// is false for other lengths (v1 content hashed with SHA-384/512).
+func segmentID(b []byte) (content.SegmentID, bool) {
+	var id content.SegmentID
 	if len(b) != len(id) {
 		return id, false
 	}

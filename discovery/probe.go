@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/redleader-p2p/redleader/peer/content"
 )
 
 // Prober defaults and limits.
@@ -114,7 +115,7 @@ func InterfaceNets() []netip.Prefix {
 // SegmentMatch is one segment a peer reported in a ProbeMatch.
 type SegmentMatch struct {
 	// ID is the segment.
-	ID SegmentID
+	ID content.SegmentID
 	// Blocks (v1) is how many blocks of it the peer holds; 0 for v2. Compare
 	// with the content information to tell a full segment.
 	Blocks uint32
@@ -142,7 +143,7 @@ type Match struct {
 type outstanding struct {
 	messageID string
 	version   Version
-	ids       []SegmentID
+	ids       []content.SegmentID
 	start     time.Time
 	peers     map[netip.AddrPort]bool // peers already answered
 	ch        chan Match
@@ -289,7 +290,7 @@ func (p *Prober) shutdown() {
 
 // Probe sends a v1 Probe for ids and returns every accepted ProbeMatch
 // received within the request timer.
-func (p *Prober) Probe(ctx context.Context, ids ...SegmentID) ([]Match, error) {
+func (p *Prober) Probe(ctx context.Context, ids ...content.SegmentID) ([]Match, error) {
 	var out []Match
 	err := p.ProbeEach(ctx, V1, ids, func(m Match) bool {
 		out = append(out, m)
@@ -302,7 +303,7 @@ func (p *Prober) Probe(ctx context.Context, ids ...SegmentID) ([]Match, error) {
 // accepted ProbeMatch, in arrival order, until the request timer expires
 // or fn returns false. It returns an error wrapping ctx.Err() if ctx ends first and
 // ErrClosed if the Prober is closed.
-func (p *Prober) ProbeEach(ctx context.Context, v Version, ids []SegmentID, fn func(Match) bool) error {
+func (p *Prober) ProbeEach(ctx context.Context, v Version, ids []content.SegmentID, fn func(Match) bool) error {
 	if !v.valid() || len(ids) == 0 || len(ids) > MaxSegments {
 		return fmt.Errorf("%w: %v probe for %d segments", ErrInvalidMessage, v, len(ids))
 	}

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/redleader-p2p/redleader/peer/content"
 )
 
 func benchParse[T any](b *testing.B, msg []byte, parse func([]byte) (T, error)) {
@@ -67,7 +69,7 @@ func BenchmarkProbeFirstMatch(b *testing.B) {
 			var lat []time.Duration
 			for b.Loop() {
 				got := time.Duration(0)
-				err := p.ProbeEach(context.Background(), V1, []SegmentID{id}, func(m Match) bool {
+				err := p.ProbeEach(context.Background(), V1, []content.SegmentID{id}, func(m Match) bool {
 					got = m.Latency
 					return false
 				})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/redleader-p2p/redleader/peer/content"
 )
 
 // Responder defaults.
@@ -40,23 +41,23 @@ const (
 type Holder interface {
 	// BlockCount returns how many blocks of segment id the agent holds;
 	// ok is false when it holds none.
-	BlockCount(id SegmentID) (blocks uint32, ok bool)
+	BlockCount(id content.SegmentID) (blocks uint32, ok bool)
 }
 
 // MemoryHolder is an in-memory Holder, safe for concurrent use: a test
 // hook to mark segments held until the content cache implements Holder.
 type MemoryHolder struct {
 	mu       sync.RWMutex
-	segments map[SegmentID]uint32
+	segments map[content.SegmentID]uint32
 }
 
 // NewMemoryHolder returns an empty MemoryHolder.
 func NewMemoryHolder() *MemoryHolder {
-	return &MemoryHolder{segments: map[SegmentID]uint32{}}
+	return &MemoryHolder{segments: map[content.SegmentID]uint32{}}
 }
 
 // Add marks id as held with the given number of blocks (0 removes it).
-func (h *MemoryHolder) Add(id SegmentID, blocks uint32) {
+func (h *MemoryHolder) Add(id content.SegmentID, blocks uint32) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if blocks == 0 {
@@ -67,10 +68,10 @@ func (h *MemoryHolder) Add(id SegmentID, blocks uint32) {
 }
 
 // Remove marks id as not held.
-func (h *MemoryHolder) Remove(id SegmentID) { h.Add(id, 0) }
+func (h *MemoryHolder) Remove(id content.SegmentID) { h.Add(id, 0) }
 
 // BlockCount implements Holder.
-func (h *MemoryHolder) BlockCount(id SegmentID) (uint32, bool) {
+func (h *MemoryHolder) BlockCount(id content.SegmentID) (uint32, bool) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	n, ok := h.segments[id]
@@ -212,14 +213,14 @@ func NewResponder(cfg ResponderConfig, h Holder, m *Metrics, log *slog.Logger) (
 // RecordFetch records, for a segment the agent fetched itself, how many
 // ProbeMatches it got and how many of them were full-segment replies. The
 // reply-suppression rule uses the latest record of each segment.
-func (r *Responder) RecordFetch(id SegmentID, replies, full int) {
+func (r *Responder) RecordFetch(id content.SegmentID, replies, full int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.supp.record(id, replies, full)
 }
 
 // Forget drops the fetch record of id (e.g. when the segment is evicted).
-func (r *Responder) Forget(id SegmentID) {
+func (r *Responder) Forget(id content.SegmentID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.supp.forget(id)
@@ -409,7 +410,7 @@ func (r *Responder) handle(c *net.UDPConn, b []byte, src netip.AddrPort) {
 
 	type heldSegment struct {
 		index  int
-		id     SegmentID
+		id     content.SegmentID
 		blocks uint32
 	}
 	var held []heldSegment

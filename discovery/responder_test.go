@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redleader-p2p/redleader/peer/content"
 	"go.uber.org/goleak"
 )
 
@@ -104,7 +105,7 @@ func TestProberResponderLoopback(t *testing.T) {
 
 	// v2: availability bits relative to the Probe's segment order.
 	var v2 []Match
-	err = p.ProbeEach(context.Background(), V2, []SegmentID{b, c}, func(m Match) bool {
+	err = p.ProbeEach(context.Background(), V2, []content.SegmentID{b, c}, func(m Match) bool {
 		v2 = append(v2, m)
 		return false // stop at the first match
 	})
@@ -219,7 +220,7 @@ func foreignDatagrams() map[string][]byte {
 			action + `</wsa:Action><wsa:MessageID>urn:uuid:0b5e1d9c-1111-4222-8333-944455556666</wsa:MessageID></soap:Header>`
 	}
 	sid := testSegment(0x42)
-	id := sid.String()
+	id := scopeHex(sid)
 	probe := func(types, matchBy, scopes string) []byte {
 		return []byte(env + hdr("Probe") + `<soap:Body><wsd:Probe><wsd:Types>` + types + `</wsd:Types><wsd:Scopes MatchBy="` +
 			matchBy + `">` + scopes + `</wsd:Scopes></wsd:Probe></soap:Body></soap:Envelope>`)
@@ -401,7 +402,7 @@ func TestProberFiltersReplies(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			reply := func(v Version, xaddr string, seg SegmentID, blocks uint32) []byte {
+			reply := func(v Version, xaddr string, seg content.SegmentID, blocks uint32) []byte {
 				pm := &ProbeMatch{Version: v, MessageID: "urn:uuid:r", RelatesTo: probe.MessageID, Address: "urn:uuid:peer",
 					XAddrs: strings.Fields(xaddr)}
 				if v == V1 {
@@ -434,7 +435,7 @@ func TestProberFiltersReplies(t *testing.T) {
 		}()
 	}()
 	var got []Match
-	err = p.ProbeEach(context.Background(), V1, []SegmentID{want}, func(m Match) bool {
+	err = p.ProbeEach(context.Background(), V1, []content.SegmentID{want}, func(m Match) bool {
 		got = append(got, m)
 		return m.Peer.Port() != 1337
 	})
@@ -467,7 +468,7 @@ func TestProberTypeMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := testSegment(3)
-	o := &outstanding{messageID: "urn:uuid:p", version: V2, ids: []SegmentID{id}, peers: map[netip.AddrPort]bool{}, ch: make(chan Match, 1)}
+	o := &outstanding{messageID: "urn:uuid:p", version: V2, ids: []content.SegmentID{id}, peers: map[netip.AddrPort]bool{}, ch: make(chan Match, 1)}
 	p.out[o.messageID] = o
 	p.nets = loopbackNets()
 	b, err := (&ProbeMatch{Version: V1, MessageID: "urn:uuid:r", RelatesTo: "urn:uuid:p", Address: "urn:uuid:a",
@@ -553,7 +554,9 @@ func TestLifecycle(t *testing.T) {
 	p2 := startProber(t, loopbackAddr(r), nil, nil)
 	_ = r.Close()
 	done := make(chan error, 1)
-	go func() { done <- p2.ProbeEach(ctx, V1, []SegmentID{testSegment(1)}, func(Match) bool { return true }) }()
+	go func() {
+		done <- p2.ProbeEach(ctx, V1, []content.SegmentID{testSegment(1)}, func(Match) bool { return true })
+	}()
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) && err != nil {
 		t.Errorf("probe with cancelled ctx: %v", err)

@@ -1,5 +1,7 @@
 package discovery
 
+import "github.com/redleader-p2p/redleader/peer/content"
+
 // Reply suppression (MS-PCCRD Appendix B note <8>, Windows 7 behaviour):
 // when the agent fetched a segment itself it recorded how many ProbeMatches
 // it got for it and how many of those were full-segment replies. With
@@ -30,17 +32,17 @@ type fetchRecord struct {
 type suppressor struct {
 	threshold   int
 	probability float64
-	records     map[SegmentID]fetchRecord
+	records     map[content.SegmentID]fetchRecord
 }
 
 func newSuppressor(threshold int, probability float64) *suppressor {
-	return &suppressor{threshold: threshold, probability: probability, records: map[SegmentID]fetchRecord{}}
+	return &suppressor{threshold: threshold, probability: probability, records: map[content.SegmentID]fetchRecord{}}
 }
 
 // record stores the fetch record of id, replacing an older one. When the
 // table is full an arbitrary record is evicted (that segment is then
 // always answered, the safe side).
-func (s *suppressor) record(id SegmentID, replies, full int) {
+func (s *suppressor) record(id content.SegmentID, replies, full int) {
 	if _, ok := s.records[id]; !ok && len(s.records) >= maxFetchRecords {
 		for k := range s.records {
 			delete(s.records, k)
@@ -50,11 +52,11 @@ func (s *suppressor) record(id SegmentID, replies, full int) {
 	s.records[id] = fetchRecord{replies: max(replies, 0), full: max(full, 0)}
 }
 
-func (s *suppressor) forget(id SegmentID) { delete(s.records, id) }
+func (s *suppressor) forget(id content.SegmentID) { delete(s.records, id) }
 
 // answer decides whether to answer a Probe for id; rnd returns a uniform
 // number in [0, 1) and is called only in the probabilistic branch.
-func (s *suppressor) answer(id SegmentID, rnd func() float64) bool {
+func (s *suppressor) answer(id content.SegmentID, rnd func() float64) bool {
 	rec, ok := s.records[id]
 	if !ok {
 		return true

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/redleader-p2p/redleader/peer/content"
 )
 
 // fixedRand returns a *rand.Rand whose Float64 always returns u (exact for
@@ -77,7 +79,7 @@ func TestSuppressionProbability(t *testing.T) {
 func TestSuppressorBounded(t *testing.T) {
 	s := newSuppressor(1, 0)
 	for i := range maxFetchRecords + 10 {
-		var id SegmentID
+		var id content.SegmentID
 		id[0], id[1], id[2] = byte(i), byte(i>>8), byte(i>>16)
 		s.record(id, 5, 5)
 	}

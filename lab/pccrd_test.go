@@ -29,6 +29,8 @@ import (
 	"github.com/redleader-p2p/redleader/discovery"
 	"github.com/redleader-p2p/redleader/lab"
 	"github.com/redleader-p2p/redleader/peer"
+	"github.com/redleader-p2p/redleader/peer/api"
+	"github.com/redleader-p2p/redleader/peer/content"
 )
 
 // pccrdBlocks is the block count of the test segments: holders hold all of
@@ -60,16 +62,16 @@ func startPCCRDAgent(tb testing.TB, h *lab.Host, env []string) *agent {
 // newSegment returns a random segment ID as 64 upper-case hex digits.
 func newSegment(tb testing.TB) string {
 	tb.Helper()
-	var id discovery.SegmentID
+	var id content.SegmentID
 	if _, err := crand.Read(id[:]); err != nil {
 		tb.Fatal(err)
 	}
-	return id.String()
+	return strings.ToUpper(id.String())
 }
 
-func mustSegmentID(tb testing.TB, s string) discovery.SegmentID {
+func mustSegmentID(tb testing.TB, s string) content.SegmentID {
 	tb.Helper()
-	var id discovery.SegmentID
+	var id content.SegmentID
 	b, err := hex.DecodeString(s)
 	if err != nil || len(b) != len(id) {
 		tb.Fatalf("bad segment %q", s)
@@ -79,8 +81,8 @@ func mustSegmentID(tb testing.TB, s string) discovery.SegmentID {
 }
 
 // probe runs GET /v1/probe on a.
-func (a *agent) probe(seg string, blocks uint32) (peer.ProbeResponse, error) {
-	var out peer.ProbeResponse
+func (a *agent) probe(seg string, blocks uint32) (api.ProbeResponse, error) {
+	var out api.ProbeResponse
 	err := a.get(fmt.Sprintf("/v1/probe?segment=%s&blocks=%d", seg, blocks), &out)
 	return out, err
 }
@@ -93,7 +95,7 @@ func (a *agent) hold(seg string, blocks uint32) error {
 }
 
 // fullCount counts the full replies of r.
-func fullCount(r peer.ProbeResponse) int {
+func fullCount(r api.ProbeResponse) int {
 	n := 0
 	for _, m := range r.Matches {
 		if m.Full {
@@ -214,7 +216,7 @@ func TestLabPCCRD40(t *testing.T) {
 	t.Logf("%d agents up in %v", n, time.Since(start))
 	t.Logf("discovery ready after %v more", waitProbeReady(t, agents, 30*time.Second))
 
-	run := func(t *testing.T, askBlocks uint32) (counts []int, last peer.ProbeResponse) {
+	run := func(t *testing.T, askBlocks uint32) (counts []int, last api.ProbeResponse) {
 		seg := newSegment(t)
 		var line strings.Builder
 		for i, a := range agents[:n-1] {
@@ -431,10 +433,10 @@ func TestLabPCCRDOtherSubnet(t *testing.T) {
 
 	// relayOnce runs one probe on prober while relaying, with rewrite
 	// applied to the holder's reply; it returns the probe's result.
-	relayOnce := func(rewrite func([]byte) []byte) peer.ProbeResponse {
+	relayOnce := func(rewrite func([]byte) []byte) api.ProbeResponse {
 		t.Helper()
 		type result struct {
-			r   peer.ProbeResponse
+			r   api.ProbeResponse
 			err error
 		}
 		done := make(chan result, 1)
@@ -478,7 +480,7 @@ func TestLabPCCRDOtherSubnet(t *testing.T) {
 // relayProbe waits on lis for the next new Probe for id, sends it from fwd
 // to holder, reads the holder's ProbeMatch and sends rewrite(reply) from
 // fwd back to the Probe's source.
-func relayProbe(lis, fwd *net.UDPConn, holder netip.AddrPort, id discovery.SegmentID, seen map[string]bool,
+func relayProbe(lis, fwd *net.UDPConn, holder netip.AddrPort, id content.SegmentID, seen map[string]bool,
 	rewrite func([]byte) []byte) error {
 	buf := make([]byte, 64<<10)
 	deadline := time.Now().Add(5 * time.Second)
@@ -524,7 +526,7 @@ func relayProbe(lis, fwd *net.UDPConn, holder netip.AddrPort, id discovery.Segme
 // foreignStream returns one round of the WS-Discovery and junk datagrams a
 // responder on 3702 may hear from printers, PCs and broken senders. None is
 // a well-formed PCCRD Probe.
-func foreignStream(tb testing.TB, seg discovery.SegmentID) map[string][]byte {
+func foreignStream(tb testing.TB, seg content.SegmentID) map[string][]byte {
 	tb.Helper()
 	const (
 		head = `<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="http://www.w3.org/2003/05/soap-envelope" ` +
@@ -538,7 +540,7 @@ func foreignStream(tb testing.TB, seg discovery.SegmentID) map[string][]byte {
 	)
 	env := func(action, body string) []byte { return []byte(head + action + mid + body + tail) }
 	epr := `<wsa:EndpointReference><wsa:Address>urn:uuid:0a1b2c3d-0000-4000-8000-000000000001</wsa:Address></wsa:EndpointReference>`
-	scopes := `<wsd:Scopes MatchBy="http://schemas.xmlsoap.org/ws/2005/04/discovery/strcmp0">` + seg.String() + `</wsd:Scopes>`
+	scopes := `<wsd:Scopes MatchBy="http://schemas.xmlsoap.org/ws/2005/04/discovery/strcmp0">` + strings.ToUpper(seg.String()) + `</wsd:Scopes>`
 	valid, err := (&discovery.Probe{Version: discovery.V1, MessageID: "urn:uuid:1", Segments: [][]byte{seg[:]}}).Marshal()
 	if err != nil {
 		tb.Fatal(err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/redleader-p2p/redleader/discovery"
 	"github.com/redleader-p2p/redleader/peer/cache"
+	pccrc "github.com/redleader-p2p/redleader/peer/content"
 	"github.com/redleader-p2p/redleader/peer/retrieval"
 )
 
@@ -39,7 +40,7 @@ type content struct {
 	mu        sync.Mutex
 	responder *discovery.Responder
 	prober    *discovery.Prober
-	probes    map[discovery.SegmentID]probeResult // last probe per segment
+	probes    map[pccrc.SegmentID]probeResult // last probe per segment
 }
 
 // probeResult is what one probe saw: the input of reply suppression once
@@ -50,7 +51,7 @@ type probeResult struct{ replies, full int }
 type holder struct{ c *content }
 
 // BlockCount implements discovery.Holder.
-func (h holder) BlockCount(id discovery.SegmentID) (uint32, bool) {
+func (h holder) BlockCount(id pccrc.SegmentID) (uint32, bool) {
 	if n, ok := h.c.overlay.BlockCount(id); ok {
 		return n, true
 	}
@@ -71,7 +72,7 @@ func (a *Agent) startContent() error {
 		return err
 	}
 	a.content = &content{cache: c, overlay: discovery.NewMemoryHolder(), pccrr: srv,
-		metrics: discovery.NewMetrics(a.reg), probes: map[discovery.SegmentID]probeResult{}}
+		metrics: discovery.NewMetrics(a.reg), probes: map[pccrc.SegmentID]probeResult{}}
 	mux := http.NewServeMux()
 	mux.Handle(retrieval.Path, srv)
 	a.content.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second}
@@ -173,7 +174,7 @@ type ProbeResponse struct {
 // Probe asks the LAN which peers hold segment id (MS-PCCRD). A reply
 // counts as full when it reports blocks (or more) blocks; blocks 0 means
 // "any reply is full". The result is remembered for reply suppression.
-func (a *Agent) Probe(ctx context.Context, id discovery.SegmentID, blocks uint32) (ProbeResponse, error) {
+func (a *Agent) Probe(ctx context.Context, id pccrc.SegmentID, blocks uint32) (ProbeResponse, error) {
 	c := a.content
 	if c == nil {
 		return ProbeResponse{}, errors.New("content not started")
@@ -221,7 +222,7 @@ func (a *Agent) Probe(ctx context.Context, id discovery.SegmentID, blocks uint32
 
 // HoldForTest marks id held with blocks blocks (test hook) and records the
 // last probe's replies for suppression, as a real fetch would.
-func (a *Agent) HoldForTest(id discovery.SegmentID, blocks uint32) {
+func (a *Agent) HoldForTest(id pccrc.SegmentID, blocks uint32) {
 	c := a.content
 	c.mu.Lock()
 	res := c.probes[id]
@@ -233,8 +234,8 @@ func (a *Agent) HoldForTest(id discovery.SegmentID, blocks uint32) {
 	}
 }
 
-func parseSegmentID(s string) (discovery.SegmentID, error) {
-	var id discovery.SegmentID
+func parseSegmentID(s string) (pccrc.SegmentID, error) {
+	var id pccrc.SegmentID
 	b, err := hex.DecodeString(s)
 	if err != nil || len(b) != len(id) {
 		return id, fmt.Errorf("segment must be %d hex digits", 2*len(id))

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/redleader-p2p/redleader/config"
-	"github.com/redleader-p2p/redleader/discovery"
 	"github.com/redleader-p2p/redleader/election"
 	"github.com/redleader-p2p/redleader/peer"
+	"github.com/redleader-p2p/redleader/peer/content"
 	"github.com/redleader-p2p/redleader/peer/peertest"
 )
 
@@ -294,7 +294,7 @@ func TestProbeFindsHoldersOnTheSubnet(t *testing.T) {
 		c.Discovery.Group = "239.255.82.102"
 		c.Subnet = "127.0.0.0/8" // the XAddrs (127.0.0.1) must be on the prober's subnet
 	}})
-	var id discovery.SegmentID
+	var id content.SegmentID
 	id[0], id[31] = 0xAB, 0xCD
 	if got, err := agents[0].Probe(context.Background(), id, 4); err != nil || len(got.Matches) != 0 {
 		t.Fatalf("probe before anyone holds it: %+v %v", got, err)

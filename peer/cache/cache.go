@@ -398,8 +398,8 @@ func (c *Cache) Segment(id content.SegmentID) (kp content.Digest, held []retriev
 
 // BlockCount returns the number of held blocks of segment id; ok is false
 // when none is held. It implements discovery.Holder.
-func (c *Cache) BlockCount(id discovery.SegmentID) (blocks uint32, ok bool) {
-	s, err := c.lookup(content.SegmentID(id))
+func (c *Cache) BlockCount(id content.SegmentID) (blocks uint32, ok bool) {
+	s, err := c.lookup(id)
 	if err != nil {
 		return 0, false
 	}

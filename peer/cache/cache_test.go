@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redleader-p2p/redleader/discovery"
 	"github.com/redleader-p2p/redleader/peer/content"
 	"github.com/redleader-p2p/redleader/peer/retrieval"
 )
@@ -32,7 +31,7 @@ func TestPutReadBlocks(t *testing.T) {
 	if _, _, ok := c.Segment(id); ok {
 		t.Fatal("segment without blocks reported held")
 	}
-	if _, ok := c.BlockCount(discovery.SegmentID(id)); ok {
+	if _, ok := c.BlockCount(id); ok {
 		t.Fatal("segment without blocks counted")
 	}
 
@@ -71,7 +70,7 @@ func TestPutReadBlocks(t *testing.T) {
 		if !ok || kp != ts.seg.Kp || !slices.Equal(ranges, want) {
 			t.Fatalf("Segment = %v %v %v", kp, ranges, ok)
 		}
-		if n, ok := c.BlockCount(discovery.SegmentID(id)); n != 3 || !ok {
+		if n, ok := c.BlockCount(id); n != 3 || !ok {
 			t.Fatalf("BlockCount = %d %v", n, ok)
 		}
 		if !c.Has(id, 2) || c.Has(id, 1) || c.Has(id, 99) || c.Complete(id) {
@@ -597,7 +596,7 @@ func TestServePartialSegment(t *testing.T) {
 		if err := leader.PutBlock(id, i, ts.block(i)); err != nil {
 			t.Fatal(err)
 		}
-		if n, ok := leader.BlockCount(discovery.SegmentID(id)); !ok || int(n) != k+1 {
+		if n, ok := leader.BlockCount(id); !ok || int(n) != k+1 {
 			t.Fatalf("BlockCount = %d %v", n, ok)
 		}
 		res, err := client.FetchSegment(t.Context(), ts.seg, nil, []string{hs}, func(index int, data []byte) error {

@@ -10,7 +10,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/redleader-p2p/redleader/discovery"
 	"github.com/redleader-p2p/redleader/peer/content"
 )
 
@@ -98,7 +97,7 @@ func TestConcurrentReadersWriter(t *testing.T) {
 				ts := segs[rng.IntN(len(segs))]
 				id := ts.seg.ID
 				_, _, _ = c.Segment(id)
-				_, _ = c.BlockCount(discovery.SegmentID(id))
+				_, _ = c.BlockCount(id)
 				held := c.Held(id)
 				if len(held) > 0 {
 					i := held[rng.IntN(len(held))]
