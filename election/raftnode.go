@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,12 +13,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
 
 	"github.com/redleader-p2p/redleader/internal/atomicfile"
+	"github.com/redleader-p2p/redleader/internal/logbridge"
 )
 
 const (
@@ -61,7 +60,7 @@ func (n *Node) openRaft(clusterID string, bootstrap bool, carry *State) error {
 	if err != nil {
 		return fmt.Errorf("open raft store: %w", err)
 	}
-	hlog := newHCLogger(n.log.With("component", "raft", "cluster", clusterID))
+	hlog := logbridge.HCLog(n.log.With("component", "raft", "cluster", clusterID))
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hlog)
 	if err != nil {
 		store.Close()
@@ -270,29 +269,4 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	return s.dial(ctx, string(address), false)
-}
-
-// newHCLogger adapts slog for raft: raft's info chatter goes to debug.
-func newHCLogger(l *slog.Logger) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{
-		Name:       "raft",
-		Level:      hclog.Info,
-		Output:     slogLineWriter{l},
-		JSONFormat: false,
-	})
-}
-
-type slogLineWriter struct{ l *slog.Logger }
-
-func (w slogLineWriter) Write(b []byte) (int, error) {
-	msg := strings.TrimSpace(string(b))
-	lvl := slog.LevelDebug
-	switch {
-	case strings.Contains(msg, "[ERROR]"):
-		lvl = slog.LevelWarn
-	case strings.Contains(msg, "[WARN]"):
-		lvl = slog.LevelInfo
-	}
-	w.l.Log(context.Background(), lvl, msg)
-	return len(b), nil
 }

@@ -1,19 +1,18 @@
 package peer
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/redleader-p2p/redleader/internal/logbridge"
 )
 
 // Member statuses as the API reports them.
@@ -78,8 +77,7 @@ func newPool(cfg poolConfig) (*pool, error) {
 	mc.DeadNodeReclaimTime = 30 * time.Second // a rebooted or re-addressed node may come back at once
 	mc.Delegate = (*poolDelegate)(p)
 	mc.Events = (*poolEvents)(p)
-	mc.Logger = nil
-	mc.LogOutput = slogWriter{log: cfg.Log.With("component", "memberlist")}
+	mc.Logger = logbridge.StdLogger(cfg.Log.With("component", "memberlist"))
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
@@ -237,29 +235,6 @@ func (e *poolEvents) changed() {
 	if e.cfg.OnChange != nil {
 		e.cfg.OnChange()
 	}
-}
-
-// slogWriter adapts memberlist's line logger to slog: "[DEBUG] memberlist: ..."
-// lines become slog records at the matching level.
-type slogWriter struct{ log *slog.Logger }
-
-var _ io.Writer = slogWriter{}
-
-var mlLevels = []struct {
-	prefix string
-	level  slog.Level
-}{{"[DEBUG]", slog.LevelDebug}, {"[INFO]", slog.LevelInfo}, {"[WARN]", slog.LevelWarn}, {"[ERR]", slog.LevelError}}
-
-func (w slogWriter) Write(b []byte) (int, error) {
-	msg, level := string(b), slog.LevelInfo
-	for _, l := range mlLevels {
-		if i := strings.Index(msg, l.prefix); i >= 0 {
-			msg, level = msg[i+len(l.prefix):], l.level
-			break
-		}
-	}
-	w.log.Log(context.Background(), level, strings.TrimSpace(msg))
-	return len(b), nil
 }
 
 // hostPort formats an address for memberlist.Join.
