@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -24,8 +25,13 @@ import (
 	"github.com/redleader-p2p/redleader/election"
 )
 
-// ErrDataDirLocked: another agent holds the data dir.
-var ErrDataDirLocked = errors.New("another redleader agent is already running on this data dir")
+// Sentinel errors.
+var (
+	// ErrDataDirLocked: another agent holds the data dir.
+	ErrDataDirLocked = errors.New("another redleader agent is already running on this data dir")
+	// ErrClosed: the agent was closed (Start after or during Close).
+	ErrClosed = errors.New("agent closed")
+)
 
 // ContentProtocolVersion is the content protocol this build speaks
 // (1 = PCCRC v1, 2 = v1+v2): a ranking input.
@@ -39,12 +45,14 @@ type Options struct {
 	Version string
 	// Logger receives all logs; nil discards them.
 	Logger *slog.Logger
-	// NeverConfirm is a test hook: this agent never confirms a Red Leader
-	// appointment (it never checks in).
-	NeverConfirm bool
 }
 
 // Agent is one redleader agent: New → Start → Close.
+//
+// Lifecycle: life serializes the three things that start or stop the
+// per-home parts (pool, beacon, discovery, election): Start, a re-home and
+// Close. Close first sets closing, so a re-home waiting for life gives up
+// instead of starting parts nobody would stop. Lock order: life, then mu.
 type Agent struct {
 	cfg   config.Config
 	opts  Options
@@ -57,6 +65,12 @@ type Agent struct {
 	key   []byte
 	reg   *prometheus.Registry
 	stats *agentStats
+
+	life    sync.Mutex
+	closing atomic.Bool
+	// findHome reads the primary interface (netif.go); a field so that
+	// tests can move the agent without moving a real address.
+	findHome func(iface string) (homeAddr, error)
 
 	mu     sync.Mutex // guards home, pool, beacon, elect
 	home   homeAddr
@@ -107,7 +121,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, opts: opts, log: log, key: key, boot: time.Now(), lock: lock,
-		joinCh: make(chan string, 64), metaKick: make(chan struct{}, 1)}
+		joinCh: make(chan string, 64), metaKick: make(chan struct{}, 1), findHome: findHome}
 	fail := func(err error) (*Agent, error) { lock.Close(); return nil, err }
 	if a.id, err = loadOrCreateNodeID(cfg.DataDir); err != nil {
 		return fail(err)
@@ -144,13 +158,22 @@ func (a *Agent) ID() string { return a.id }
 
 // Start joins the subnet's gossip pool, starts LAN discovery, the local
 // API and the background loops. On error everything started is stopped.
-func (a *Agent) Start(ctx context.Context) (err error) {
+// A Close during Start waits for Start to return, then stops everything.
+func (a *Agent) Start(ctx context.Context) error {
+	if err := a.start(ctx); err != nil {
+		a.Close() // stops whatever did start; Close is idempotent
+		return err
+	}
+	return nil
+}
+
+func (a *Agent) start(ctx context.Context) (err error) {
+	a.life.Lock()
+	defer a.life.Unlock()
+	if a.closing.Load() || a.ctx != nil {
+		return ErrClosed
+	}
 	a.ctx, a.cancel = context.WithCancel(ctx)
-	defer func() {
-		if err != nil {
-			a.Close() // stops whatever did start; Close is idempotent
-		}
-	}()
 	home, err := a.resolveHome()
 	if err != nil {
 		return err
@@ -166,10 +189,17 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if err := a.startContent(); err != nil {
 		return err
 	}
+	// Each step below is one a Close would have to undo: stop early.
+	if a.closing.Load() {
+		return ErrClosed
+	}
 	if err := a.enterHome(home); err != nil {
 		return err
 	}
 	a.goLoop(a.metaLoop)
+	if a.closing.Load() {
+		return ErrClosed
+	}
 	if err := a.startElection(); err != nil {
 		return fmt.Errorf("start election: %w", err)
 	}
@@ -225,14 +255,20 @@ func (a *Agent) Members() []Member {
 }
 
 // Close leaves the pool gracefully (others see "left"), then stops
-// everything in reverse order of Start. It is safe to call more than once.
+// everything in reverse order of Start. It waits for a Start or re-home in
+// progress to finish first. It is safe to call more than once.
 func (a *Agent) Close() error {
+	a.closing.Store(true)
 	var errs []error
 	a.closed.Do(func() {
+		a.life.Lock()
+		// Hand over while everything still runs, then stop the loops. The
+		// re-home loop may be waiting for life: it sees closing and returns.
 		errs = append(errs, a.stopElection())
 		if a.cancel != nil {
 			a.cancel()
 		}
+		a.life.Unlock()
 		if a.api != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			errs = append(errs, a.api.Shutdown(ctx))
@@ -266,7 +302,7 @@ func (a *Agent) goLoop(f func()) {
 func (a *Agent) resolveHome() (homeAddr, error) {
 	var h homeAddr
 	if a.cfg.Subnet == "" || a.cfg.AdvertiseAddr == "" || a.cfg.LANDiscovery.Interface == "" {
-		found, err := findHome(a.cfg.LANDiscovery.Interface)
+		found, err := a.findHome(a.cfg.LANDiscovery.Interface)
 		if err != nil && (a.cfg.Subnet == "" || a.cfg.AdvertiseAddr == "") {
 			return homeAddr{}, fmt.Errorf("find primary interface: %w", err)
 		}
@@ -476,7 +512,7 @@ func (a *Agent) rehomeLoop() {
 			return
 		case <-t.C:
 		}
-		h, err := findHome(a.cfg.LANDiscovery.Interface)
+		h, err := a.findHome(a.cfg.LANDiscovery.Interface)
 		if err != nil {
 			continue // no address right now (Wi-Fi reconnecting): keep the old home
 		}
@@ -486,29 +522,43 @@ func (a *Agent) rehomeLoop() {
 		if h.Addr == old.Addr && h.Subnet == old.Subnet && h.Iface == old.Iface {
 			continue
 		}
-		a.log.Info("primary address moved: re-homing", "from", old.Addr, "from_subnet", old.Subnet,
-			"to", h.Addr, "to_subnet", h.Subnet)
-		if err := a.stopElection(); err != nil {
-			a.log.Debug("stopping election for re-home", "err", err)
+		if !a.rehome(old, h) {
+			return
 		}
-		a.mu.Lock()
-		err = a.leaveHomeLocked(h.Subnet != old.Subnet)
-		a.mu.Unlock()
-		if err != nil {
-			a.log.Debug("leaving old pool", "err", err)
-		}
-		if err := a.enterHome(h); err != nil {
-			a.log.Error("re-home failed; will retry", "err", err)
-			a.mu.Lock()
-			a.home = homeAddr{} // force another attempt next tick
-			a.mu.Unlock()
-			continue
-		}
-		if err := a.startElection(); err != nil {
-			a.log.Error("election not restarted after re-home", "err", err)
-		}
-		a.stats.rehomes.Inc()
 	}
+}
+
+// rehome moves the agent from old to h. It returns false when the agent is
+// closing (nothing was changed then).
+func (a *Agent) rehome(old, h homeAddr) bool {
+	a.life.Lock()
+	defer a.life.Unlock()
+	if a.closing.Load() {
+		return false
+	}
+	a.log.Info("primary address moved: re-homing", "from", old.Addr, "from_subnet", old.Subnet,
+		"to", h.Addr, "to_subnet", h.Subnet)
+	if err := a.stopElection(); err != nil {
+		a.log.Debug("stopping election for re-home", "err", err)
+	}
+	a.mu.Lock()
+	err := a.leaveHomeLocked(h.Subnet != old.Subnet)
+	a.mu.Unlock()
+	if err != nil {
+		a.log.Debug("leaving old pool", "err", err)
+	}
+	if err := a.enterHome(h); err != nil {
+		a.log.Error("re-home failed; will retry", "err", err)
+		a.mu.Lock()
+		a.home = homeAddr{} // force another attempt next tick
+		a.mu.Unlock()
+		return true
+	}
+	if err := a.startElection(); err != nil {
+		a.log.Error("election not restarted after re-home", "err", err)
+	}
+	a.stats.rehomes.Inc()
+	return true
 }
 
 // publishMeta asks the meta loop to re-broadcast this node's metadata.
@@ -537,23 +587,4 @@ func (a *Agent) metaLoop() {
 			}
 		}
 	}
-}
-
-// RankInputs are the ranking inputs an agent publishes. Jobs set them;
-// tests set them directly through SetRankInputs.
-type RankInputs struct {
-	Priority Priority
-	Version  uint8
-	Progress uint64
-	Uptime   time.Duration // published as a boot time
-}
-
-// SetRankInputs publishes new ranking inputs (a test hook until jobs
-// exist; jobs will call it too).
-func (a *Agent) SetRankInputs(in RankInputs) {
-	a.updateMeta(func(m *Meta) {
-		m.Priority, m.ProtoVersion, m.Progress = in.Priority, in.Version, in.Progress
-		m.Boot = time.Now().Add(-in.Uptime)
-	})
-	a.publishMeta()
 }

@@ -35,7 +35,6 @@ func (a *Agent) electionConfig() election.Config {
 		Stabilization:     e.VoterStabilization * m,
 		InitialPolicy:     policyFromConfig(a.cfg.Shaping),
 		Logger:            a.log.With("component", "election"),
-		NeverConfirm:      a.opts.NeverConfirm,
 	}
 }
 

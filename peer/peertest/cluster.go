@@ -30,8 +30,6 @@ type Options struct {
 	MulticastPort  int
 	// Configure, if set, edits each agent's config before it starts.
 	Configure func(i int, c *config.Config)
-	// AgentOptions, if set, edits each agent's peer.Options (test hooks).
-	AgentOptions func(i int, o *peer.Options)
 	// Verbose sends agent logs to the test log.
 	Verbose bool
 }
@@ -72,26 +70,27 @@ func Config(t testing.TB, i int, opts Options) config.Config {
 // StartAgent starts one agent with cfg and closes it when the test ends.
 func StartAgent(t testing.TB, cfg config.Config, verbose bool) *peer.Agent {
 	t.Helper()
-	return StartAgentWith(t, cfg, peer.Options{}, verbose)
-}
-
-// StartAgentWith is StartAgent with test hooks in opts.
-func StartAgentWith(t testing.TB, cfg config.Config, opts peer.Options, verbose bool) *peer.Agent {
-	t.Helper()
-	log := slog.New(slog.DiscardHandler)
-	if verbose {
-		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("agent", cfg.NodeName)
-	}
-	opts.Version, opts.Logger = "test", log
-	a, err := peer.New(cfg, opts)
-	if err != nil {
-		t.Fatalf("new agent %s: %v", cfg.NodeName, err)
-	}
+	a := NewAgent(t, cfg, verbose)
 	if err := a.Start(context.Background()); err != nil {
 		a.Close()
 		t.Fatalf("start agent %s: %v", cfg.NodeName, err)
 	}
 	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+// NewAgent makes (but does not start) one agent with cfg, logging to the
+// test log when verbose.
+func NewAgent(t testing.TB, cfg config.Config, verbose bool) *peer.Agent {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	if verbose {
+		log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("agent", cfg.NodeName)
+	}
+	a, err := peer.New(cfg, peer.Options{Version: "test", Logger: log})
+	if err != nil {
+		t.Fatalf("new agent %s: %v", cfg.NodeName, err)
+	}
 	return a
 }
 
@@ -105,11 +104,7 @@ func Start(t testing.TB, n int, opts Options) []*peer.Agent {
 		if len(o.Join) == 0 && o.MulticastGroup == "" && i > 0 {
 			o.Join = []string{agents[0].GossipAddr().String()}
 		}
-		var po peer.Options
-		if opts.AgentOptions != nil {
-			opts.AgentOptions(i, &po)
-		}
-		agents = append(agents, StartAgentWith(t, Config(t, i, o), po, opts.Verbose))
+		agents = append(agents, StartAgent(t, Config(t, i, o), opts.Verbose))
 	}
 	return agents
 }
