@@ -24,6 +24,7 @@ import (
 
 	"github.com/redleader-p2p/redleader/lab"
 	"github.com/redleader-p2p/redleader/peer"
+	"github.com/redleader-p2p/redleader/peer/api"
 )
 
 // get GETs path from a's API into v with a short timeout of its own (safe
@@ -35,8 +36,8 @@ func (a *agent) get(path string, v any) error {
 }
 
 // status is a's /v1/status, or nil if it does not answer.
-func (a *agent) status() *peer.StatusResponse {
-	var st peer.StatusResponse
+func (a *agent) status() *api.StatusResponse {
+	var st api.StatusResponse
 	if a.get("/v1/status", &st) != nil {
 		return nil
 	}
@@ -44,8 +45,8 @@ func (a *agent) status() *peer.StatusResponse {
 }
 
 // statuses asks every agent for its status at once.
-func statuses(agents []*agent) []*peer.StatusResponse {
-	out := make([]*peer.StatusResponse, len(agents))
+func statuses(agents []*agent) []*api.StatusResponse {
+	out := make([]*api.StatusResponse, len(agents))
 	var wg sync.WaitGroup
 	for i, a := range agents {
 		wg.Go(func() { out[i] = a.status() })
@@ -55,7 +56,7 @@ func statuses(agents []*agent) []*peer.StatusResponse {
 }
 
 // leaders lists the agents that report role=leader.
-func leaders(agents []*agent, sts []*peer.StatusResponse) []string {
+func leaders(agents []*agent, sts []*api.StatusResponse) []string {
 	var out []string
 	for i, st := range sts {
 		if st != nil && st.Role == "leader" {
@@ -68,8 +69,8 @@ func leaders(agents []*agent, sts []*peer.StatusResponse) []string {
 // agreement checks the election as sts show it: every agent answers, all
 // are in one Raft cluster, all report the same confirmed Red Leader (node
 // and epoch), and exactly one agent, that one, reports role=leader.
-func agreement(agents []*agent, sts []*peer.StatusResponse) (peer.RedLeaderInfo, error) {
-	var seat peer.RedLeaderInfo
+func agreement(agents []*agent, sts []*api.StatusResponse) (api.RedLeaderInfo, error) {
+	var seat api.RedLeaderInfo
 	var cluster string
 	for i, st := range sts {
 		name := agents[i].h.Name
@@ -110,7 +111,7 @@ func agreement(agents []*agent, sts []*peer.StatusResponse) (peer.RedLeaderInfo,
 // waitAgree waits up to d for agreement among agents (and for extra to
 // accept the seat, if set). It returns the statuses and the time taken.
 func waitAgree(t *testing.T, agents []*agent, d time.Duration, what string,
-	extra func(peer.RedLeaderInfo, []*peer.StatusResponse) error) ([]*peer.StatusResponse, time.Duration) {
+	extra func(api.RedLeaderInfo, []*api.StatusResponse) error) ([]*api.StatusResponse, time.Duration) {
 	t.Helper()
 	start := time.Now()
 	for {
@@ -241,7 +242,7 @@ func (a *agent) token(t *testing.T) string {
 // a's API.
 func (a *agent) nlm(t *testing.T, node string, on bool) {
 	t.Helper()
-	if _, err := a.call(http.MethodPost, "/v1/nlm", a.token(t), peer.NLMRequest{Node: node, On: on, Reason: "lab test"}, nil); err != nil {
+	if _, err := a.call(http.MethodPost, "/v1/nlm", a.token(t), api.NLMRequest{Node: node, On: on, Reason: "lab test"}, nil); err != nil {
 		t.Fatalf("%s: nlm %s %v: %v", a.h.Name, node, on, err)
 	}
 }
@@ -255,29 +256,29 @@ func (a *agent) cli(t *testing.T, args ...string) (string, error) {
 	return string(out), err
 }
 
-func (a *agent) events(t *testing.T) []peer.EventInfo {
+func (a *agent) events(t *testing.T) []api.EventInfo {
 	t.Helper()
-	var evs []peer.EventInfo
+	var evs []api.EventInfo
 	if err := a.get("/v1/events", &evs); err != nil {
 		t.Fatalf("%s: events: %v", a.h.Name, err)
 	}
 	return evs
 }
 
-func (a *agent) policy() (peer.PolicyInfo, error) {
-	var p peer.PolicyInfo
+func (a *agent) policy() (api.PolicyInfo, error) {
+	var p api.PolicyInfo
 	err := a.get("/v1/policy", &p)
 	return p, err
 }
 
 // memberInfo is how a lists node in /v1/members.
-func (a *agent) memberInfo(t *testing.T, node string) (peer.MemberInfo, bool) {
+func (a *agent) memberInfo(t *testing.T, node string) (api.MemberInfo, bool) {
 	for _, m := range a.members(t) {
 		if m.Node == node {
 			return m, true
 		}
 	}
-	return peer.MemberInfo{}, false
+	return api.MemberInfo{}, false
 }
 
 // markedIn reports whether a ranks node ineligible because of a mark.
@@ -287,13 +288,13 @@ func (a *agent) markedIn(t *testing.T, node string) bool {
 }
 
 // lastEvent returns the newest event of kind about node, if any.
-func lastEvent(evs []peer.EventInfo, kind, node string) (peer.EventInfo, bool) {
+func lastEvent(evs []api.EventInfo, kind, node string) (api.EventInfo, bool) {
 	for i := len(evs) - 1; i >= 0; i-- {
 		if evs[i].Kind == kind && evs[i].Node == node {
 			return evs[i], true
 		}
 	}
-	return peer.EventInfo{}, false
+	return api.EventInfo{}, false
 }
 
 // TestLabElectionAgreement: 1 to 7 agents of one subnet agree on one
@@ -326,7 +327,7 @@ func formFive(t *testing.T, l *lab.Lab, env ...string) ([]*agent, time.Time) {
 
 // arrange makes the Red Leader also the Raft leader (same) or not, with
 // admin marks that it lifts again, and returns the settled statuses.
-func arrange(t *testing.T, agents []*agent, same bool) []*peer.StatusResponse {
+func arrange(t *testing.T, agents []*agent, same bool) []*api.StatusResponse {
 	t.Helper()
 	sts, _ := waitAgree(t, agents, 5*time.Second, "agreement before arranging", nil)
 	seat, raftLeader := sts[0].RedLeader.Node, sts[0].Raft.Leader
@@ -346,7 +347,7 @@ func arrange(t *testing.T, agents []*agent, same bool) []*peer.StatusResponse {
 	for _, node := range marked {
 		agents[0].nlm(t, node, true)
 	}
-	waitAgree(t, agents, 10*time.Second, "re-appointed after arranging marks", func(s peer.RedLeaderInfo, _ []*peer.StatusResponse) error {
+	waitAgree(t, agents, 10*time.Second, "re-appointed after arranging marks", func(s api.RedLeaderInfo, _ []*api.StatusResponse) error {
 		if slices.Contains(marked, s.Node) {
 			return fmt.Errorf("seat still on marked %s", s.Name)
 		}
@@ -393,7 +394,7 @@ func TestLabElectionFailover(t *testing.T) {
 			}
 			survivors := without(agents, old)
 			sts, took := waitAgree(t, survivors, 5*time.Second, "survivors agree on a new Red Leader",
-				func(s peer.RedLeaderInfo, _ []*peer.StatusResponse) error {
+				func(s api.RedLeaderInfo, _ []*api.StatusResponse) error {
 					if s.Node == old.node || s.Epoch <= oldEpoch {
 						return fmt.Errorf("seat still %s@%d", s.Name, s.Epoch)
 					}
@@ -432,7 +433,7 @@ func TestLabElectionMarkExpires(t *testing.T) {
 		t.Fatal(err)
 	}
 	survivors := without(agents, old)
-	_, took := waitAgree(t, survivors, 5*time.Second, "new Red Leader", func(s peer.RedLeaderInfo, _ []*peer.StatusResponse) error {
+	_, took := waitAgree(t, survivors, 5*time.Second, "new Red Leader", func(s api.RedLeaderInfo, _ []*api.StatusResponse) error {
 		if s.Node == old.node {
 			return errors.New("seat unchanged")
 		}
@@ -512,7 +513,7 @@ func TestLabElectionRaftLeaderKill(t *testing.T) {
 		lastSample = now
 		time.Sleep(100 * time.Millisecond)
 	}
-	waitAgree(t, survivors, 5*time.Second, "same seat after the Raft failover", func(s peer.RedLeaderInfo, sts []*peer.StatusResponse) error {
+	waitAgree(t, survivors, 5*time.Second, "same seat after the Raft failover", func(s api.RedLeaderInfo, sts []*api.StatusResponse) error {
 		if s.Node != seat.Node || s.Epoch != seat.Epoch {
 			return fmt.Errorf("seat %s@%d, want %s@%d", s.Name, s.Epoch, seat.Name, seat.Epoch)
 		}
@@ -549,14 +550,14 @@ func TestLabElectionQuorumLoss(t *testing.T) {
 		t.Fatalf("want 3 voters and 2 standbys, have %d and %d", len(voters), len(standbys))
 	}
 	oldCluster := sts[0].Raft.ClusterID
-	var pol peer.PolicyInfo
+	var pol api.PolicyInfo
 	if _, err := voters[0].call(http.MethodPut, "/v1/policy", voters[0].token(t),
-		peer.PolicyInfo{LeaderRate: "20Mbit", PeerRate: "1Mbit"}, &pol); err != nil {
+		api.PolicyInfo{LeaderRate: "20Mbit", PeerRate: "1Mbit"}, &pol); err != nil {
 		t.Fatal(err)
 	}
 	marked, keeper := standbys[1], standbys[0]
 	voters[1].nlm(t, marked.node, true)
-	waitAgree(t, agents, 5*time.Second, "seat off the marked node", func(s peer.RedLeaderInfo, _ []*peer.StatusResponse) error {
+	waitAgree(t, agents, 5*time.Second, "seat off the marked node", func(s api.RedLeaderInfo, _ []*api.StatusResponse) error {
 		if s.Node == marked.node {
 			return errors.New("marked node still leads")
 		}
@@ -576,7 +577,7 @@ func TestLabElectionQuorumLoss(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sts, took := waitAgree(t, standbys, 60*time.Second, "survivors have a Red Leader", func(s peer.RedLeaderInfo, sts []*peer.StatusResponse) error {
+	sts, took := waitAgree(t, standbys, 60*time.Second, "survivors have a Red Leader", func(s api.RedLeaderInfo, sts []*api.StatusResponse) error {
 		if sts[0].Raft.ClusterID == oldCluster {
 			return errors.New("still in the old cluster")
 		}
@@ -603,7 +604,7 @@ func TestLabElectionQuorumLoss(t *testing.T) {
 	back.start(t)
 	all := append([]*agent{back}, standbys...)
 	newCluster := sts[0].Raft.ClusterID
-	_, took = waitAgree(t, all, 30*time.Second, "the returning voter joins the new cluster", func(s peer.RedLeaderInfo, sts []*peer.StatusResponse) error {
+	_, took = waitAgree(t, all, 30*time.Second, "the returning voter joins the new cluster", func(s api.RedLeaderInfo, sts []*api.StatusResponse) error {
 		if sts[0].Raft.ClusterID != newCluster {
 			return fmt.Errorf("cluster %s, want %s", sts[0].Raft.ClusterID, newCluster)
 		}
@@ -689,7 +690,7 @@ func TestLabElectionPartition(t *testing.T) {
 				return st != nil && st.Role == "peer"
 			})
 			rest := without(agents, old)
-			waitAgree(t, rest, 8*time.Second, "the others appoint a new Red Leader", func(s peer.RedLeaderInfo, _ []*peer.StatusResponse) error {
+			waitAgree(t, rest, 8*time.Second, "the others appoint a new Red Leader", func(s api.RedLeaderInfo, _ []*api.StatusResponse) error {
 				if s.Node == old.node {
 					return errors.New("seat unchanged")
 				}
@@ -818,7 +819,7 @@ func TestLabElectionRestart(t *testing.T) {
 		t.Fatalf("policy set: %v\n%s", err, out)
 	}
 	cliTook := time.Since(before)
-	var pol peer.PolicyInfo
+	var pol api.PolicyInfo
 	if err := json.Unmarshal([]byte(out), &pol); err != nil || pol.LeaderRate != "20Mbit" || pol.PeerRate != "1Mbit" {
 		t.Fatalf("policy set printed %q (%v), want the new policy", out, err)
 	}
@@ -837,7 +838,7 @@ func TestLabElectionRestart(t *testing.T) {
 	if out, err := agents[1].cli(t, "nlm", marked.h.Name, "on"); err != nil {
 		t.Fatalf("nlm: %v\n%s", err, out)
 	}
-	notMarked := func(s peer.RedLeaderInfo, _ []*peer.StatusResponse) error {
+	notMarked := func(s api.RedLeaderInfo, _ []*api.StatusResponse) error {
 		if s.Node == marked.node {
 			return errors.New("marked node leads")
 		}
@@ -863,7 +864,7 @@ func TestLabElectionRestart(t *testing.T) {
 	for _, a := range agents {
 		a.start(t)
 	}
-	sts, took := waitAgree(t, agents, 10*time.Second, "a Red Leader after the restart", func(s peer.RedLeaderInfo, sts []*peer.StatusResponse) error {
+	sts, took := waitAgree(t, agents, 10*time.Second, "a Red Leader after the restart", func(s api.RedLeaderInfo, sts []*api.StatusResponse) error {
 		if sts[0].Raft.ClusterID != cluster {
 			return fmt.Errorf("cluster %s, was %s", sts[0].Raft.ClusterID, cluster)
 		}
@@ -920,7 +921,7 @@ func TestLabElectionNLM(t *testing.T) {
 			t.Fatalf("nlm %s on from %s: %v\n%s", target, sender.h.Name, err, out)
 		}
 		marked = append(marked, rl)
-		sts, took := waitAgree(t, agents, 5*time.Second, "marked Red Leader replaced", func(s peer.RedLeaderInfo, _ []*peer.StatusResponse) error {
+		sts, took := waitAgree(t, agents, 5*time.Second, "marked Red Leader replaced", func(s api.RedLeaderInfo, _ []*api.StatusResponse) error {
 			if byNode(marked, s.Node) != nil {
 				return fmt.Errorf("seat on marked %s", s.Name)
 			}
@@ -942,11 +943,11 @@ func TestLabElectionNLM(t *testing.T) {
 	// Mutating calls need the token.
 	a := agents[0]
 	for _, tok := range []string{"", "not-the-token"} {
-		code, _ := a.call(http.MethodPut, "/v1/policy", tok, peer.PolicyInfo{PeerRate: "1Mbit"}, nil)
+		code, _ := a.call(http.MethodPut, "/v1/policy", tok, api.PolicyInfo{PeerRate: "1Mbit"}, nil)
 		if code != http.StatusUnauthorized {
 			t.Errorf("PUT /v1/policy with token %q: HTTP %d, want 401", tok, code)
 		}
-		code, _ = a.call(http.MethodPost, "/v1/nlm", tok, peer.NLMRequest{Node: agents[1].node, On: true}, nil)
+		code, _ = a.call(http.MethodPost, "/v1/nlm", tok, api.NLMRequest{Node: agents[1].node, On: true}, nil)
 		if code != http.StatusUnauthorized {
 			t.Errorf("POST /v1/nlm with token %q: HTTP %d, want 401", tok, code)
 		}
@@ -965,7 +966,7 @@ func TestLabElectionNLM(t *testing.T) {
 		}
 	}
 	time.Sleep(2 * time.Second)
-	waitAgree(t, agents, 5*time.Second, "seat unchanged after the marks are lifted", func(s peer.RedLeaderInfo, _ []*peer.StatusResponse) error {
+	waitAgree(t, agents, 5*time.Second, "seat unchanged after the marks are lifted", func(s api.RedLeaderInfo, _ []*api.StatusResponse) error {
 		if s.Node != seat.Node || s.Epoch != seat.Epoch {
 			return fmt.Errorf("seat moved to %s@%d", s.Name, s.Epoch)
 		}

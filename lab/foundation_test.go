@@ -17,6 +17,7 @@ import (
 
 	"github.com/redleader-p2p/redleader/lab"
 	"github.com/redleader-p2p/redleader/peer"
+	"github.com/redleader-p2p/redleader/peer/api"
 )
 
 func TestLabSubnetsFormWithoutConfig(t *testing.T) {
@@ -126,7 +127,7 @@ func TestLabRoaming(t *testing.T) {
 		return true
 	})
 	t.Logf("re-homed in %v", took)
-	var st peer.StatusResponse
+	var st api.StatusResponse
 	if err := roamer.api(shortCtx(t, 2*time.Second), "/v1/status", &st); err != nil {
 		t.Fatal(err)
 	}
@@ -174,12 +175,12 @@ func TestLabCLI(t *testing.T) {
 		t.Errorf("members: exit %d\n%s", code, out)
 	}
 	out, code = cli(h1, "status", "--json")
-	var st peer.StatusResponse
+	var st api.StatusResponse
 	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.Node != a1.node || st.Members.Alive != 2 {
 		t.Errorf("status --json: exit %d\n%s", code, out)
 	}
 	out, code = cli(h1, "members", "--json")
-	var ms []peer.MemberInfo
+	var ms []api.MemberInfo
 	if code != 0 || json.Unmarshal([]byte(out), &ms) != nil || len(ms) != 2 || statusOf(ms, a2.node) != "alive" {
 		t.Errorf("members --json: exit %d\n%s", code, out)
 	}
@@ -215,7 +216,7 @@ func TestLabIdleFootprint(t *testing.T) {
 	for i, a := range agents {
 		frac := (procCPU(t, a.p.Pid()) - cpu0[i]).Seconds() / time.Since(t0).Seconds()
 		rss := procRSS(t, a.p.Pid())
-		var st peer.StatusResponse
+		var st api.StatusResponse
 		_ = a.api(shortCtx(t, 2*time.Second), "/v1/status", &st)
 		t.Logf("idle agent %s (raft %s, role %s) after 60 s: RSS %.1f MB, CPU %.2f%% of a core",
 			a.h.Name, st.Raft.State, st.Role, float64(rss)/1e6, frac*100)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/redleader-p2p/redleader/lab"
 	"github.com/redleader-p2p/redleader/peer"
+	"github.com/redleader-p2p/redleader/peer/api"
 )
 
 // agent is one redleader process on a lab host. env and args are kept so
@@ -76,9 +77,9 @@ func (a *agent) api(ctx context.Context, path string, v any) error {
 	return json.Unmarshal(b, v)
 }
 
-func (a *agent) members(t *testing.T) []peer.MemberInfo {
+func (a *agent) members(t *testing.T) []api.MemberInfo {
 	t.Helper()
-	var ms []peer.MemberInfo
+	var ms []api.MemberInfo
 	if err := a.api(shortCtx(t, 2*time.Second), "/v1/members", &ms); err != nil {
 		return nil
 	}
@@ -92,7 +93,7 @@ func (a *agent) nodeID(t *testing.T) string {
 		return a.node
 	}
 	waitFor(t, 10*time.Second, a.h.Name+" API up", func() bool {
-		var st peer.StatusResponse
+		var st api.StatusResponse
 		if a.api(shortCtx(t, 2*time.Second), "/v1/status", &st) != nil {
 			return false
 		}
@@ -119,7 +120,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.
 }
 
 // statusOf returns how a sees node ("" when not listed).
-func statusOf(ms []peer.MemberInfo, node string) string {
+func statusOf(ms []api.MemberInfo, node string) string {
 	for _, m := range ms {
 		if m.Node == node {
 			return m.Status

@@ -14,6 +14,7 @@ import (
 
 	"github.com/redleader-p2p/redleader/config"
 	"github.com/redleader-p2p/redleader/peer"
+	"github.com/redleader-p2p/redleader/peer/api"
 	"github.com/redleader-p2p/redleader/peer/peertest"
 )
 
@@ -146,7 +147,7 @@ func TestAPI(t *testing.T) {
 	}
 
 	resp, body := get("/v1/status")
-	var st peer.StatusResponse
+	var st api.StatusResponse
 	if err := json.Unmarshal(body, &st); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("status: %d %s %v", resp.StatusCode, body, err)
 	}
@@ -156,7 +157,7 @@ func TestAPI(t *testing.T) {
 	}
 
 	resp, body = get("/v1/members")
-	var ms []peer.MemberInfo
+	var ms []api.MemberInfo
 	if err := json.Unmarshal(body, &ms); err != nil || resp.StatusCode != 200 || len(ms) != 2 {
 		t.Fatalf("members: %d %s %v", resp.StatusCode, body, err)
 	}
@@ -174,15 +175,40 @@ func TestAPI(t *testing.T) {
 	if resp, body = get("/metrics"); resp.StatusCode != 200 || !strings.Contains(string(body), `redleader_members{status="alive"} 2`) {
 		t.Errorf("metrics: %d %s", resp.StatusCode, body)
 	}
-	if resp, body = get("/v1/nope"); resp.StatusCode != 404 || !strings.Contains(string(body), `"error"`) {
-		t.Errorf("unknown path: %d %s", resp.StatusCode, body)
-	}
-	r, err := http.Post(base+"/v1/status", "application/json", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.Body.Close()
-	if r.StatusCode != http.StatusMethodNotAllowed {
-		t.Errorf("POST /v1/status: %d", r.StatusCode)
+
+	// Wrong methods and unknown paths answer an ErrorResponse; GET
+	// endpoints also serve HEAD.
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		allow, error string
+	}{
+		{"GET", "/v1/nope", http.StatusNotFound, "", "no such endpoint: /v1/nope"},
+		{"POST", "/v1/nope", http.StatusNotFound, "", "no such endpoint: /v1/nope"},
+		{"POST", "/v1/status", http.StatusMethodNotAllowed, "GET, HEAD", "method POST not allowed"},
+		{"DELETE", "/v1/members", http.StatusMethodNotAllowed, "GET, HEAD", "method DELETE not allowed"},
+		{"POST", "/v1/policy", http.StatusMethodNotAllowed, "GET, HEAD, PUT", "method POST not allowed"},
+		{"GET", "/v1/nlm", http.StatusMethodNotAllowed, "POST", "method GET not allowed"},
+		{"PUT", "/v1/probe", http.StatusMethodNotAllowed, "GET, HEAD", "method PUT not allowed"},
+		{"HEAD", "/v1/status", http.StatusOK, "", ""},
+		{"HEAD", "/v1/members", http.StatusOK, "", ""},
+	} {
+		req, _ := http.NewRequest(tc.method, base+tc.path, nil)
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		var e api.ErrorResponse
+		switch {
+		case r.StatusCode != tc.status || r.Header.Get("Allow") != tc.allow:
+			t.Errorf("%s %s: %d, Allow %q; want %d, Allow %q", tc.method, tc.path, r.StatusCode, r.Header.Get("Allow"), tc.status, tc.allow)
+		case tc.error == "" && len(b) != 0:
+			t.Errorf("%s %s: body %q", tc.method, tc.path, b)
+		case tc.error != "" && (json.Unmarshal(b, &e) != nil || e.Error != tc.error ||
+			r.Header.Get("Content-Type") != "application/json"):
+			t.Errorf("%s %s: %s body %q, want error %q", tc.method, tc.path, r.Header.Get("Content-Type"), b, tc.error)
+		}
 	}
 }

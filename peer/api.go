@@ -9,91 +9,77 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/redleader-p2p/redleader/election"
+	"github.com/redleader-p2p/redleader/peer/api"
 )
 
-// StatusResponse is the body of GET /v1/status.
-type StatusResponse struct {
-	Node            string       `json:"node"`
-	Name            string       `json:"name"`
-	Subnet          string       `json:"subnet"`
-	Location        string       `json:"location"`
-	Addr            string       `json:"addr"`
-	GossipPort      int          `json:"gossip_port"`
-	Version         string       `json:"version"`
-	ProtocolVersion int          `json:"protocol_version"`
-	UptimeS         int64        `json:"uptime_s"`
-	Members         MemberCounts `json:"members"`
-	// Role is "leader" while this agent may act as Red Leader (it holds
-	// the newest seat and a fresh check-in), else "peer".
-	Role      string         `json:"role"`
-	RedLeader *RedLeaderInfo `json:"red_leader"`
-	Raft      RaftInfo       `json:"raft"`
-}
-
-// MemberCounts counts the members of the agent's pool by status.
-type MemberCounts struct {
-	Total   int `json:"total"`
-	Alive   int `json:"alive"`
-	Suspect int `json:"suspect"`
-	Left    int `json:"left"`
-	Dead    int `json:"dead"`
-}
-
-// MemberInfo is one element of GET /v1/members.
-type MemberInfo struct {
-	Node              string `json:"node"`
-	Name              string `json:"name"`
-	Addr              string `json:"addr"`
-	GossipPort        int    `json:"gossip_port"`
-	PeerPort          int    `json:"peer_port"`
-	Status            string `json:"status"`
-	Subnet            string `json:"subnet"`
-	Location          string `json:"location"`
-	Self              bool   `json:"self"`
-	NotLeaderMaterial bool   `json:"not_leader_material"`
-	Priority          string `json:"priority"`
-	Version           int    `json:"version"`
-	Progress          uint64 `json:"progress"`
-	UptimeS           int64  `json:"uptime_s"`
-	// Eligible: may be Red Leader now. Rank: 1 = the (would-be) Red
-	// Leader, 2 = next nominee…; 0 when not eligible, with the reason.
-	Eligible   bool   `json:"eligible"`
-	Rank       int    `json:"rank"`
-	Ineligible string `json:"ineligible,omitempty"`
-}
-
-// ErrorResponse is the body of every API error.
-type ErrorResponse struct {
-	Error string `json:"error"`
-}
-
+// apiHandler routes the local API with method patterns (a GET pattern also
+// serves HEAD); every error answer is an ErrorResponse.
 func (a *Agent) apiHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/v1/status", readOnly(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+api.PathStatus, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, r, http.StatusOK, a.Status())
-	}))
-	mux.Handle("/v1/members", readOnly(func(w http.ResponseWriter, r *http.Request) {
+	})
+	mux.HandleFunc("GET "+api.PathMembers, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, r, http.StatusOK, a.MemberInfos())
-	}))
+	})
 	// Profiling, on loopback like the rest of the API.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	a.addElectionRoutes(mux)
 	a.addContentRoutes(mux)
-	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, r, http.StatusNotFound, ErrorResponse{Error: "no such endpoint: " + r.URL.Path})
+	mux.Handle(api.PathMetrics, promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	return jsonMuxErrors(mux)
+}
+
+// jsonMuxErrors answers the mux's own errors (no pattern matched the path,
+// 404, or the method, 405 with its Allow header) with an ErrorResponse
+// body instead of Go's plain text.
+func jsonMuxErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern == "" {
+			w = &muxErrorWriter{ResponseWriter: w, r: r}
+		}
+		mux.ServeHTTP(w, r)
 	})
-	return mux
+}
+
+// muxErrorWriter turns a 404 or 405 into JSON and drops the text body
+// that follows; anything else (a redirect to the clean path) passes.
+type muxErrorWriter struct {
+	http.ResponseWriter
+	r    *http.Request
+	done bool // the JSON error is written
+}
+
+func (w *muxErrorWriter) WriteHeader(status int) {
+	var msg string
+	switch status {
+	case http.StatusNotFound:
+		msg = "no such endpoint: " + w.r.URL.Path
+	case http.StatusMethodNotAllowed:
+		msg = "method " + w.r.Method + " not allowed"
+	default:
+		w.ResponseWriter.WriteHeader(status)
+		return
+	}
+	w.done = true
+	writeJSON(w.ResponseWriter, w.r, status, api.ErrorResponse{Error: msg})
+}
+
+func (w *muxErrorWriter) Write(b []byte) (int, error) {
+	if w.done {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
 }
 
 // Status is what GET /v1/status returns.
-func (a *Agent) Status() StatusResponse {
+func (a *Agent) Status() api.StatusResponse {
 	members := a.Members()
 	c := countStatuses(members)
 	meta := a.metaSnapshot()
 	addr := a.GossipAddr()
-	out := StatusResponse{
+	out := api.StatusResponse{
 		Role:            "peer",
 		Node:            a.id,
 		Name:            meta.Name,
@@ -104,7 +90,7 @@ func (a *Agent) Status() StatusResponse {
 		Version:         a.opts.Version,
 		ProtocolVersion: int(meta.ProtoVersion),
 		UptimeS:         int64(time.Since(a.boot).Seconds()),
-		Members: MemberCounts{Total: len(members), Alive: c[StatusAlive], Suspect: c[StatusSuspect],
+		Members: api.MemberCounts{Total: len(members), Alive: c[StatusAlive], Suspect: c[StatusSuspect],
 			Left: c[StatusLeft], Dead: c[StatusDead]},
 	}
 	if n := a.Election(); n != nil {
@@ -113,7 +99,7 @@ func (a *Agent) Status() StatusResponse {
 			out.Role = "leader"
 		}
 		if es.Seat.Node != "" {
-			out.RedLeader = &RedLeaderInfo{Node: es.Seat.Node, Epoch: es.Seat.Epoch, Since: es.Seat.AppointedAt,
+			out.RedLeader = &api.RedLeaderInfo{Node: es.Seat.Node, Epoch: es.Seat.Epoch, Since: es.Seat.AppointedAt,
 				Confirmed: es.Seat.Confirmed()}
 			for _, m := range members {
 				if m.Node == es.Seat.Node {
@@ -121,14 +107,14 @@ func (a *Agent) Status() StatusResponse {
 				}
 			}
 		}
-		out.Raft = RaftInfo{State: es.Raft.State, Leader: es.Raft.Leader, ClusterID: es.Raft.ClusterID,
+		out.Raft = api.RaftInfo{State: es.Raft.State, Leader: es.Raft.Leader, ClusterID: es.Raft.ClusterID,
 			Voters: es.Raft.Voters, Standbys: es.Raft.Standbys, Term: es.Raft.Term, CommitIndex: es.Raft.CommitIndex}
 	}
 	return out
 }
 
 // MemberInfos is what GET /v1/members returns.
-func (a *Agent) MemberInfos() []MemberInfo {
+func (a *Agent) MemberInfos() []api.MemberInfo {
 	now := time.Now()
 	members := a.Members()
 	var rank election.Decision
@@ -139,10 +125,10 @@ func (a *Agent) MemberInfos() []MemberInfo {
 	for _, r := range rank.Order {
 		order[r.Node] = r
 	}
-	out := make([]MemberInfo, 0, len(members))
+	out := make([]api.MemberInfo, 0, len(members))
 	for _, m := range members {
 		r := order[m.Node]
-		out = append(out, MemberInfo{
+		out = append(out, api.MemberInfo{
 			Eligible:          r.Rank > 0,
 			Rank:              r.Rank,
 			Ineligible:        r.Ineligible,
@@ -163,18 +149,6 @@ func (a *Agent) MemberInfos() []MemberInfo {
 		})
 	}
 	return out
-}
-
-// readOnly allows GET and HEAD only.
-func readOnly(h http.HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			writeJSON(w, r, http.StatusMethodNotAllowed, ErrorResponse{Error: "method " + r.Method + " not allowed"})
-			return
-		}
-		h(w, r)
-	})
 }
 
 // writeJSON writes v with status; ?pretty indents it.

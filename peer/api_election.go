@@ -14,55 +14,9 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/redleader-p2p/redleader/election"
+	"github.com/redleader-p2p/redleader/peer/api"
 	"github.com/redleader-p2p/redleader/shaping"
 )
-
-// RedLeaderInfo is the committed Red Leader as /v1/status shows it.
-type RedLeaderInfo struct {
-	Node      string    `json:"node"`
-	Name      string    `json:"name"`
-	Epoch     uint64    `json:"epoch"`
-	Since     time.Time `json:"since"`
-	Confirmed bool      `json:"confirmed"`
-}
-
-// RaftInfo is the Raft group as /v1/status shows it.
-type RaftInfo struct {
-	State       string `json:"state"`
-	Leader      string `json:"leader"`
-	ClusterID   string `json:"cluster_id"`
-	Voters      int    `json:"voters"`
-	Standbys    int    `json:"standbys"`
-	Term        uint64 `json:"term"`
-	CommitIndex uint64 `json:"commit_index"`
-}
-
-// EventInfo is one element of GET /v1/events.
-type EventInfo struct {
-	Seq      uint64    `json:"seq"`
-	Time     time.Time `json:"time"`
-	Kind     string    `json:"kind"`
-	Node     string    `json:"node,omitempty"`
-	Epoch    uint64    `json:"epoch,omitempty"`
-	Severity string    `json:"severity"`
-	Reason   string    `json:"reason"`
-}
-
-// PolicyInfo is the body of GET /v1/policy (and of PUT, where every field
-// is optional and "version", if set, must be the current version).
-type PolicyInfo struct {
-	Version    uint64 `json:"version,omitempty"`
-	LeaderRate string `json:"leader_rate,omitempty"`
-	PeerRate   string `json:"peer_rate,omitempty"`
-	LANRate    string `json:"lan_rate,omitempty"`
-}
-
-// NLMRequest is the body of POST /v1/nlm.
-type NLMRequest struct {
-	Node   string `json:"node"` // node ID, unique ID prefix, or name
-	On     bool   `json:"on"`
-	Reason string `json:"reason,omitempty"`
-}
 
 // API errors.
 var (
@@ -72,48 +26,38 @@ var (
 
 // addElectionRoutes registers the election endpoints.
 func (a *Agent) addElectionRoutes(mux *http.ServeMux) {
-	mux.Handle("/v1/events", readOnly(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+api.PathEvents, func(w http.ResponseWriter, r *http.Request) {
 		n := a.Election()
 		if n == nil {
 			writeError(w, r, http.StatusServiceUnavailable, errNoElection)
 			return
 		}
 		evs := n.State().Events
-		out := make([]EventInfo, 0, len(evs))
+		out := make([]api.EventInfo, 0, len(evs))
 		for _, e := range evs {
-			out = append(out, EventInfo{Seq: e.Seq, Time: e.Time, Kind: string(e.Kind), Node: e.Node,
+			out = append(out, api.EventInfo{Seq: e.Seq, Time: e.Time, Kind: string(e.Kind), Node: e.Node,
 				Epoch: e.Epoch, Severity: string(e.Severity), Reason: e.Reason})
 		}
 		writeJSON(w, r, http.StatusOK, out)
-	}))
-	mux.HandleFunc("/v1/policy", func(w http.ResponseWriter, r *http.Request) {
-		switch r.Method {
-		case http.MethodGet, http.MethodHead:
-			n := a.Election()
-			if n == nil {
-				writeError(w, r, http.StatusServiceUnavailable, errNoElection)
-				return
-			}
-			writeJSON(w, r, http.StatusOK, policyInfo(n.State().Policy))
-		case http.MethodPut:
-			a.mutating(w, r, a.putPolicy)
-		default:
-			w.Header().Set("Allow", "GET, HEAD, PUT")
-			writeError(w, r, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed", r.Method))
-		}
 	})
-	mux.HandleFunc("/v1/nlm", func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			w.Header().Set("Allow", "POST")
-			writeError(w, r, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed", r.Method))
+	mux.HandleFunc("GET "+api.PathPolicy, func(w http.ResponseWriter, r *http.Request) {
+		n := a.Election()
+		if n == nil {
+			writeError(w, r, http.StatusServiceUnavailable, errNoElection)
 			return
 		}
+		writeJSON(w, r, http.StatusOK, policyInfo(n.State().Policy))
+	})
+	mux.HandleFunc("PUT "+api.PathPolicy, func(w http.ResponseWriter, r *http.Request) {
+		a.mutating(w, r, a.putPolicy)
+	})
+	mux.HandleFunc("POST "+api.PathNLM, func(w http.ResponseWriter, r *http.Request) {
 		a.mutating(w, r, a.postNLM)
 	})
 }
 
-func policyInfo(p election.Policy) PolicyInfo {
-	return PolicyInfo{Version: p.Version, LeaderRate: p.LeaderRate, PeerRate: p.PeerRate, LANRate: p.LANRate}
+func policyInfo(p election.Policy) api.PolicyInfo {
+	return api.PolicyInfo{Version: p.Version, LeaderRate: p.LeaderRate, PeerRate: p.PeerRate, LANRate: p.LANRate}
 }
 
 // mutating checks the token and decodes nothing itself; h gets the body.
@@ -139,7 +83,7 @@ func (a *Agent) mutating(w http.ResponseWriter, r *http.Request, h func(context.
 }
 
 func (a *Agent) putPolicy(ctx context.Context, body []byte) (any, int, error) {
-	var in PolicyInfo
+	var in api.PolicyInfo
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil {
@@ -175,7 +119,7 @@ func (a *Agent) putPolicy(ctx context.Context, body []byte) (any, int, error) {
 }
 
 func (a *Agent) postNLM(ctx context.Context, body []byte) (any, int, error) {
-	var in NLMRequest
+	var in api.NLMRequest
 	if err := json.Unmarshal(body, &in); err != nil || in.Node == "" {
 		return nil, http.StatusBadRequest, errors.New(`bad request: want {"node": "...", "on": true|false}`)
 	}
@@ -198,7 +142,7 @@ func (a *Agent) postNLM(ctx context.Context, body []byte) (any, int, error) {
 	if _, err := n.Apply(ctx, cmd); err != nil {
 		return nil, http.StatusServiceUnavailable, fmt.Errorf("mark not committed: %w", err)
 	}
-	return map[string]any{"node": node, "not_leader_material": in.On}, 0, nil
+	return api.NLMResponse{Node: node, NotLeaderMaterial: in.On}, 0, nil
 }
 
 // resolveNode accepts a node ID, a unique ID prefix or a unique name.
@@ -222,5 +166,5 @@ func (a *Agent) resolveNode(s string) (string, error) {
 }
 
 func writeError(w http.ResponseWriter, r *http.Request, status int, err error) {
-	writeJSON(w, r, status, ErrorResponse{Error: err.Error()})
+	writeJSON(w, r, status, api.ErrorResponse{Error: err.Error()})
 }

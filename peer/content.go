@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/redleader-p2p/redleader/discovery"
+	"github.com/redleader-p2p/redleader/peer/api"
 	"github.com/redleader-p2p/redleader/peer/cache"
 	pccrc "github.com/redleader-p2p/redleader/peer/content"
 	"github.com/redleader-p2p/redleader/peer/retrieval"
@@ -157,27 +158,13 @@ func (a *Agent) stopDiscoveryLocked() error {
 	return errors.Join(errs...)
 }
 
-// ProbeMatch is one holder in GET /v1/probe.
-type ProbeMatch struct {
-	Peer      string  `json:"peer"`
-	Blocks    uint32  `json:"blocks"`
-	Full      bool    `json:"full"`
-	LatencyMS float64 `json:"latency_ms"`
-}
-
-// ProbeResponse is the body of GET /v1/probe?segment=HEX[&blocks=N].
-type ProbeResponse struct {
-	Segment string       `json:"segment"`
-	Matches []ProbeMatch `json:"matches"`
-}
-
 // Probe asks the LAN which peers hold segment id (MS-PCCRD). A reply
 // counts as full when it reports blocks (or more) blocks; blocks 0 means
 // "any reply is full". The result is remembered for reply suppression.
-func (a *Agent) Probe(ctx context.Context, id pccrc.SegmentID, blocks uint32) (ProbeResponse, error) {
+func (a *Agent) Probe(ctx context.Context, id pccrc.SegmentID, blocks uint32) (api.ProbeResponse, error) {
 	c := a.content
 	if c == nil {
-		return ProbeResponse{}, errors.New("content not started")
+		return api.ProbeResponse{}, errors.New("content not started")
 	}
 	c.mu.Lock()
 	pr, self := c.prober, ""
@@ -186,13 +173,13 @@ func (a *Agent) Probe(ctx context.Context, id pccrc.SegmentID, blocks uint32) (P
 	}
 	c.mu.Unlock()
 	if pr == nil {
-		return ProbeResponse{}, errors.New("discovery is off or not running")
+		return api.ProbeResponse{}, errors.New("discovery is off or not running")
 	}
 	matches, err := pr.Probe(ctx, id)
 	if err != nil {
-		return ProbeResponse{}, err
+		return api.ProbeResponse{}, err
 	}
-	out := ProbeResponse{Segment: strings.ToUpper(hex.EncodeToString(id[:])), Matches: []ProbeMatch{}}
+	out := api.ProbeResponse{Segment: strings.ToUpper(hex.EncodeToString(id[:])), Matches: []api.ProbeMatch{}}
 	res := probeResult{}
 	for _, m := range matches {
 		if m.Endpoint == self {
@@ -203,7 +190,7 @@ func (a *Agent) Probe(ctx context.Context, id pccrc.SegmentID, blocks uint32) (P
 				continue
 			}
 			full := s.Full || (blocks == 0 || s.Blocks >= blocks)
-			out.Matches = append(out.Matches, ProbeMatch{Peer: m.Peer.String(), Blocks: s.Blocks, Full: full,
+			out.Matches = append(out.Matches, api.ProbeMatch{Peer: m.Peer.String(), Blocks: s.Blocks, Full: full,
 				LatencyMS: float64(m.Latency.Microseconds()) / 1000})
 			res.replies++
 			if full {
@@ -247,7 +234,7 @@ func parseSegmentID(s string) (pccrc.SegmentID, error) {
 // addContentRoutes registers /v1/probe and, with TestHooksEnv=1, the
 // debug hooks.
 func (a *Agent) addContentRoutes(mux *http.ServeMux) {
-	mux.Handle("/v1/probe", readOnly(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+api.PathProbe, func(w http.ResponseWriter, r *http.Request) {
 		id, err := parseSegmentID(r.URL.Query().Get("segment"))
 		if err != nil {
 			writeError(w, r, http.StatusBadRequest, err)
@@ -266,7 +253,7 @@ func (a *Agent) addContentRoutes(mux *http.ServeMux) {
 			return
 		}
 		writeJSON(w, r, http.StatusOK, out)
-	}))
+	})
 	if os.Getenv(TestHooksEnv) != "1" {
 		return
 	}

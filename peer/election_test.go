@@ -15,6 +15,7 @@ import (
 	"github.com/redleader-p2p/redleader/config"
 	"github.com/redleader-p2p/redleader/election"
 	"github.com/redleader-p2p/redleader/peer"
+	"github.com/redleader-p2p/redleader/peer/api"
 	"github.com/redleader-p2p/redleader/peer/content"
 	"github.com/redleader-p2p/redleader/peer/peertest"
 )
@@ -226,7 +227,7 @@ func TestAdminMarksAndPolicyFromAnyAgent(t *testing.T) {
 	if code, _ := apiCall(t, agents[0], http.MethodPut, "/v1/policy", "", map[string]string{"peer_rate": "1Mbit"}); code != http.StatusUnauthorized {
 		t.Fatalf("PUT /v1/policy without token: %d", code)
 	}
-	if code, _ := apiCall(t, agents[0], http.MethodPost, "/v1/nlm", "wrong", peer.NLMRequest{Node: leader, On: true}); code != http.StatusUnauthorized {
+	if code, _ := apiCall(t, agents[0], http.MethodPost, "/v1/nlm", "wrong", api.NLMRequest{Node: leader, On: true}); code != http.StatusUnauthorized {
 		t.Fatalf("POST /v1/nlm with a wrong token: %d", code)
 	}
 	// policy set from each agent, visible everywhere within 2 s.
@@ -238,7 +239,7 @@ func TestAdminMarksAndPolicyFromAnyAgent(t *testing.T) {
 		start := time.Now()
 		peertest.Eventually(t, 2*time.Second, "policy visible on every agent", func() bool {
 			for _, a := range agents {
-				var p peer.PolicyInfo
+				var p api.PolicyInfo
 				_, b := apiCall(t, a, http.MethodGet, "/v1/policy", "", nil)
 				if json.Unmarshal(b, &p) != nil || p.PeerRate != rate {
 					return false
@@ -253,7 +254,7 @@ func TestAdminMarksAndPolicyFromAnyAgent(t *testing.T) {
 	if sender.ID() == leader {
 		sender = agents[1]
 	}
-	if code, body := apiCall(t, sender, http.MethodPost, "/v1/nlm", token(indexOf(agents, sender)), peer.NLMRequest{Node: leader, On: true}); code != http.StatusOK {
+	if code, body := apiCall(t, sender, http.MethodPost, "/v1/nlm", token(indexOf(agents, sender)), api.NLMRequest{Node: leader, On: true}); code != http.StatusOK {
 		t.Fatalf("nlm on: %d %s", code, body)
 	}
 	next, _ := waitRedLeader(t, agents, 10*time.Second)
@@ -263,7 +264,7 @@ func TestAdminMarksAndPolicyFromAnyAgent(t *testing.T) {
 	if m, ok := sender.Election().State().Mark(leader); !ok || m.By != election.MarkAdmin {
 		t.Fatalf("admin mark = %+v %v", m, ok)
 	}
-	if code, body := apiCall(t, agents[2], http.MethodPost, "/v1/nlm", token(2), peer.NLMRequest{Node: leader, On: false}); code != http.StatusOK {
+	if code, body := apiCall(t, agents[2], http.MethodPost, "/v1/nlm", token(2), api.NLMRequest{Node: leader, On: false}); code != http.StatusOK {
 		t.Fatalf("nlm off: %d %s", code, body)
 	}
 	peertest.Eventually(t, 5*time.Second, "mark cleared everywhere", func() bool {

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/redleader-p2p/redleader/peer"
+	"github.com/redleader-p2p/redleader/peer/api"
 )
 
 // errNoAgent: nothing answers on the API address.
@@ -51,7 +52,7 @@ func (g *globals) getJSON(cmd *cobra.Command, path string, v any) error {
 		return fmt.Errorf("read answer from %s: %w", addr, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e peer.ErrorResponse
+		var e api.ErrorResponse
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
 			return fmt.Errorf("agent at %s: %s", addr, e.Error)
 		}
@@ -75,7 +76,7 @@ func statusCmd(g *globals) *cobra.Command {
 		Short: "Show the local agent's status",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var st peer.StatusResponse
+			var st api.StatusResponse
 			if err := g.getJSON(cmd, "/v1/status", &st); err != nil {
 				return err
 			}
@@ -109,7 +110,7 @@ func membersCmd(g *globals) *cobra.Command {
 		Short: "List the agents of the local agent's subnet",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var ms []peer.MemberInfo
+			var ms []api.MemberInfo
 			if err := g.getJSON(cmd, "/v1/members", &ms); err != nil {
 				return err
 			}
@@ -173,7 +174,7 @@ func versionCmd(g *globals) *cobra.Command {
 	}
 }
 
-func redLeaderLine(r *peer.RedLeaderInfo) string {
+func redLeaderLine(r *api.RedLeaderInfo) string {
 	if r == nil {
 		return "none"
 	}

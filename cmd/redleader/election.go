@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/redleader-p2p/redleader/peer"
+	"github.com/redleader-p2p/redleader/peer/api"
 )
 
 // send makes a mutating API call with the token from the data dir.
@@ -47,7 +48,7 @@ func (g *globals) send(cmd *cobra.Command, method, path string, in, out any) err
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusOK {
-		var e peer.ErrorResponse
+		var e api.ErrorResponse
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
 			return errors.New(e.Error)
 		}
@@ -62,7 +63,7 @@ func eventsCmd(g *globals) *cobra.Command {
 		Short: "Show the subnet's election event log (appointments, marks, policy)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var evs []peer.EventInfo
+			var evs []api.EventInfo
 			if err := g.getJSON(cmd, "/v1/events", &evs); err != nil {
 				return err
 			}
@@ -97,7 +98,7 @@ func nlmCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("%w: want on or off, not %q", errUsage, args[1])
 			}
 			var out map[string]any
-			if err := g.send(cmd, http.MethodPost, "/v1/nlm", peer.NLMRequest{Node: args[0], On: on, Reason: reason}, &out); err != nil {
+			if err := g.send(cmd, http.MethodPost, "/v1/nlm", api.NLMRequest{Node: args[0], On: on, Reason: reason}, &out); err != nil {
 				return err
 			}
 			if g.json {
@@ -112,7 +113,7 @@ func nlmCmd(g *globals) *cobra.Command {
 }
 
 func policyCmd(g *globals) *cobra.Command {
-	show := func(p peer.PolicyInfo) error {
+	show := func(p api.PolicyInfo) error {
 		if g.json {
 			return g.printJSON(p)
 		}
@@ -125,7 +126,7 @@ func policyCmd(g *globals) *cobra.Command {
 		Short: "Show the subnet's committed bandwidth policy",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var p peer.PolicyInfo
+			var p api.PolicyInfo
 			if err := g.getJSON(cmd, "/v1/policy", &p); err != nil {
 				return err
 			}
@@ -137,7 +138,7 @@ func policyCmd(g *globals) *cobra.Command {
 		Short: "Change the policy through consensus: leader_rate=20Mbit peer_rate=128kbit lan_rate=0",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var in peer.PolicyInfo
+			var in api.PolicyInfo
 			for _, kv := range args {
 				k, v, ok := strings.Cut(kv, "=")
 				if !ok || v == "" {
@@ -154,7 +155,7 @@ func policyCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("%w: unknown policy key %q (leader_rate, peer_rate, lan_rate)", errUsage, k)
 				}
 			}
-			var out peer.PolicyInfo
+			var out api.PolicyInfo
 			if err := g.send(cmd, http.MethodPut, "/v1/policy", in, &out); err != nil {
 				return err
 			}
@@ -171,7 +172,7 @@ func probeCmd(g *globals) *cobra.Command {
 		Short: "Ask the LAN which peers hold a segment (MS-PCCRD), through the local agent",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var out peer.ProbeResponse
+			var out api.ProbeResponse
 			path := fmt.Sprintf("/v1/probe?segment=%s&blocks=%d", args[0], blocks)
 			if err := g.getJSON(cmd, path, &out); err != nil {
 				return err
