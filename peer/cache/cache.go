@@ -99,8 +99,9 @@ type Cache struct {
 	noSync   bool
 	log      *slog.Logger
 
-	clock atomic.Uint64 // logical clock for LRU
-	addMu sync.Mutex    // serializes AddSegment and Remove
+	clock         atomic.Uint64 // logical clock for LRU
+	addMu         sync.Mutex    // serializes AddSegment and Remove
+	addContentSem chan struct{} // one AddContent at a time (add.go)
 
 	mu          sync.RWMutex // guards the fields below and segment.size/pins/writers
 	closed      bool
@@ -153,6 +154,8 @@ func Open(dir string, opts Options) (*Cache, error) {
 		noSync:   opts.NoSync,
 		log:      opts.Logger,
 		segs:     make(map[content.SegmentID]*segment),
+
+		addContentSem: make(chan struct{}, 1),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
