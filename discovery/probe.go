@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
 	"github.com/redleader-p2p/redleader/peer/content"
 )
 

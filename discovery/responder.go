@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+
 	"github.com/redleader-p2p/redleader/peer/content"
 )
 
@@ -210,9 +212,12 @@ func NewResponder(cfg ResponderConfig, h Holder, m *Metrics, log *slog.Logger) (
 	}, nil
 }
 
-// RecordFetch records, for a segment the agent fetched itself, how many
-// ProbeMatches it got and how many of them were full-segment replies. The
-// reply-suppression rule uses the latest record of each segment.
+// RecordFetch records what the agent's own Probe for segment id saw: how
+// many ProbeMatches it got and how many of them were full-segment replies.
+// The agent calls it right after each Probe; it is the agent's only memory
+// of probes. The reply-suppression rule uses the latest record of each
+// segment once the agent holds it. Records live in an LRU of
+// maxFetchRecords entries.
 func (r *Responder) RecordFetch(id content.SegmentID, replies, full int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -560,35 +565,25 @@ func (q *replyQueue) Pop() any {
 	return x
 }
 
-// recentSet remembers keys for a time window, with a bounded size. Not
-// safe for concurrent use.
+// recentSet remembers keys for a time window, in an LRU of bounded size:
+// when it is full the key recorded longest ago is dropped (the one closest
+// to expiring anyway). Expired keys stay until they are evicted or seen
+// again. Not safe for concurrent use.
 type recentSet struct {
-	window    time.Duration
-	max       int
-	keys      map[string]time.Time
-	lastSweep time.Time
+	window time.Duration
+	keys   *simplelru.LRU[string, time.Time]
 }
 
 func newRecentSet(window time.Duration, max int) *recentSet {
-	return &recentSet{window: window, max: max, keys: map[string]time.Time{}}
+	return &recentSet{window: window, keys: newLRU[string, time.Time](max)}
 }
 
-// seen reports whether key was seen within the window and records it.
-// When the set is full and nothing has expired the key is not recorded.
+// seen reports whether key was seen within the window; if not, it records
+// key as seen at now.
 func (s *recentSet) seen(key string, now time.Time) bool {
-	if t, ok := s.keys[key]; ok && now.Sub(t) < s.window {
+	if t, ok := s.keys.Peek(key); ok && now.Sub(t) < s.window {
 		return true
 	}
-	if len(s.keys) >= s.max && now.Sub(s.lastSweep) >= s.window/4 {
-		s.lastSweep = now
-		for k, t := range s.keys {
-			if now.Sub(t) >= s.window {
-				delete(s.keys, k)
-			}
-		}
-	}
-	if len(s.keys) < s.max {
-		s.keys[key] = now
-	}
+	s.keys.Add(key, now)
 	return false
 }

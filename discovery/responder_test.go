@@ -12,8 +12,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redleader-p2p/redleader/peer/content"
 	"go.uber.org/goleak"
+
+	"github.com/redleader-p2p/redleader/peer/content"
 )
 
 func staticXAddrs(s ...string) func() []netip.AddrPort {

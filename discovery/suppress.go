@@ -1,6 +1,10 @@
 package discovery
 
-import "github.com/redleader-p2p/redleader/peer/content"
+import (
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+
+	"github.com/redleader-p2p/redleader/peer/content"
+)
 
 // Reply suppression (MS-PCCRD Appendix B note <8>, Windows 7 behaviour):
 // when the agent fetched a segment itself it recorded how many ProbeMatches
@@ -22,7 +26,7 @@ const (
 // maxFetchRecords bounds the per-segment fetch records a responder keeps.
 const maxFetchRecords = 1 << 16
 
-// fetchRecord is what the agent saw when it fetched a segment.
+// fetchRecord is what the agent saw when it probed for a segment.
 type fetchRecord struct {
 	replies, full int
 }
@@ -32,32 +36,36 @@ type fetchRecord struct {
 type suppressor struct {
 	threshold   int
 	probability float64
-	records     map[content.SegmentID]fetchRecord
+	// records is an LRU: recording or consulting a segment makes it the
+	// most recently used, and a full table drops the least recently used
+	// record (that segment is then always answered, the safe side).
+	records *simplelru.LRU[content.SegmentID, fetchRecord]
 }
 
 func newSuppressor(threshold int, probability float64) *suppressor {
-	return &suppressor{threshold: threshold, probability: probability, records: map[content.SegmentID]fetchRecord{}}
+	return &suppressor{threshold: threshold, probability: probability, records: newLRU[content.SegmentID, fetchRecord](maxFetchRecords)}
 }
 
-// record stores the fetch record of id, replacing an older one. When the
-// table is full an arbitrary record is evicted (that segment is then
-// always answered, the safe side).
-func (s *suppressor) record(id content.SegmentID, replies, full int) {
-	if _, ok := s.records[id]; !ok && len(s.records) >= maxFetchRecords {
-		for k := range s.records {
-			delete(s.records, k)
-			break
-		}
+// newLRU returns an LRU of the given size, which must be positive.
+func newLRU[K comparable, V any](size int) *simplelru.LRU[K, V] {
+	l, err := simplelru.NewLRU[K, V](size, nil)
+	if err != nil {
+		panic(err) // only for size <= 0: a constant in this package
 	}
-	s.records[id] = fetchRecord{replies: max(replies, 0), full: max(full, 0)}
+	return l
 }
 
-func (s *suppressor) forget(id content.SegmentID) { delete(s.records, id) }
+// record stores the fetch record of id, replacing an older one.
+func (s *suppressor) record(id content.SegmentID, replies, full int) {
+	s.records.Add(id, fetchRecord{replies: max(replies, 0), full: max(full, 0)})
+}
+
+func (s *suppressor) forget(id content.SegmentID) { s.records.Remove(id) }
 
 // answer decides whether to answer a Probe for id; rnd returns a uniform
 // number in [0, 1) and is called only in the probabilistic branch.
 func (s *suppressor) answer(id content.SegmentID, rnd func() float64) bool {
-	rec, ok := s.records[id]
+	rec, ok := s.records.Get(id)
 	if !ok {
 		return true
 	}

@@ -77,18 +77,79 @@ func TestSuppressionProbability(t *testing.T) {
 }
 
 func TestSuppressorBounded(t *testing.T) {
-	s := newSuppressor(1, 0)
-	for i := range maxFetchRecords + 10 {
+	nth := func(i int) content.SegmentID {
 		var id content.SegmentID
-		id[0], id[1], id[2] = byte(i), byte(i>>8), byte(i>>16)
-		s.record(id, 5, 5)
+		id[0], id[1], id[2], id[3] = 0xff, byte(i), byte(i>>8), byte(i>>16)
+		return id
 	}
-	if len(s.records) != maxFetchRecords {
-		t.Errorf("%d records, want %d", len(s.records), maxFetchRecords)
+	s := newSuppressor(1, 0)
+	for i := range maxFetchRecords {
+		s.record(nth(i), 5, 5)
 	}
+	// Consulting the oldest record makes it the most recently used.
+	if s.answer(nth(0), func() float64 { return 0 }) {
+		t.Fatal("recorded segment answered")
+	}
+	const extra = 10
+	for i := range extra {
+		s.record(nth(maxFetchRecords+i), 5, 5)
+	}
+	if n := s.records.Len(); n != maxFetchRecords {
+		t.Errorf("%d records, want %d", n, maxFetchRecords)
+	}
+	// The least recently used records went: 1..extra, not the consulted
+	// record 0 and none of the newest.
+	for i := 1; i <= extra; i++ {
+		if _, ok := s.records.Peek(nth(i)); ok {
+			t.Errorf("record %d kept, want it evicted", i)
+		}
+		if !s.answer(nth(i), func() float64 { return 0 }) {
+			t.Errorf("evicted record %d: segment not answered", i)
+		}
+	}
+	for _, i := range []int{0, extra + 1, maxFetchRecords - 1, maxFetchRecords, maxFetchRecords + extra - 1} {
+		if _, ok := s.records.Peek(nth(i)); !ok {
+			t.Errorf("record %d evicted, want it kept", i)
+		}
+	}
+
 	s.record(testSegment(0), -3, -1)
-	if rec := s.records[testSegment(0)]; rec.replies != 0 || rec.full != 0 {
+	if rec, _ := s.records.Peek(testSegment(0)); rec.replies != 0 || rec.full != 0 {
 		t.Errorf("negative counts stored: %+v", rec)
+	}
+	s.forget(testSegment(0))
+	if _, ok := s.records.Peek(testSegment(0)); ok {
+		t.Error("forgotten record kept")
+	}
+}
+
+// TestRecentSet: keys are duplicates within the window only; a full set
+// drops the key recorded longest ago and keeps the newest.
+func TestRecentSet(t *testing.T) {
+	const window = 500 * time.Millisecond
+	t0 := time.Unix(1000, 0)
+	s := newRecentSet(window, 3)
+	steps := []struct {
+		key  string
+		at   time.Duration
+		want bool
+	}{
+		{"a", 0, false},
+		{"b", 0, false},
+		{"c", time.Millisecond, false},
+		{"a", 2 * time.Millisecond, true},  // a duplicate does not refresh a
+		{"d", 3 * time.Millisecond, false}, // full: evicts a, the oldest
+		{"d", 4 * time.Millisecond, true},  // the newest key is remembered
+		{"c", 5 * time.Millisecond, true},
+		{"a", 6 * time.Millisecond, false}, // a was evicted; now evicts b
+		{"b", 7 * time.Millisecond, false},
+		{"a", window - time.Nanosecond + 6*time.Millisecond, true},
+		{"a", window + 6*time.Millisecond, false}, // expired
+	}
+	for i, st := range steps {
+		if got := s.seen(st.key, t0.Add(st.at)); got != st.want {
+			t.Fatalf("step %d: seen(%q, +%v) = %v, want %v", i, st.key, st.at, got, st.want)
+		}
 	}
 }
 
