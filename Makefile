@@ -5,8 +5,10 @@ GO        ?= go
 BIN       := bin/redleader
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
-PKGS       = $(shell $(GO) list ./... | grep -v -e /lab$$ -e /internal/deps$$)
+PKGS       = $(shell $(GO) list ./... | grep -v -e /lab$$)
 FUZZTIME  ?= 30s
+# staticcheck, pinned: `go run` fetches this exact version through the module proxy.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Tests run in a private network namespace (loopback only, multicast allowed
 # on lo) when we may create one, so no test packet can reach a real network.
@@ -30,7 +32,7 @@ help:
 	@echo "lab-test  end-to-end tests in network namespaces (root; binary without -race)"
 	@echo "bench     benchmarks"
 	@echo "fuzz      run every fuzz target for FUZZTIME (default 30s) each"
-	@echo "lint      gofmt and go vet"
+	@echo "lint      gofmt, go vet and staticcheck (fails on any finding)"
 	@echo "cross     build for windows and darwin"
 	@echo "ci        lint, build, cross, test, lab-test (what .ci/run calls)"
 
@@ -60,6 +62,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 cross:
 	GOOS=windows GOARCH=amd64 $(GO) build -o /dev/null ./...

@@ -3,10 +3,8 @@ package peer
 import (
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -43,7 +41,6 @@ type poolConfig struct {
 	Meta      func() []byte
 	Retention time.Duration
 	Log       *slog.Logger
-	OnChange  func() // called (without locks held) after a membership change
 }
 
 // pool is one memberlist pool. Its member table is built from memberlist's
@@ -85,9 +82,6 @@ func newPool(cfg poolConfig) (*pool, error) {
 	p.ml = ml
 	return p, nil
 }
-
-// Port is the gossip port actually bound (useful with port 0).
-func (p *pool) Port() int { return int(p.ml.LocalNode().Port) }
 
 // Addr is this node's advertised gossip address.
 func (p *pool) Addr() netip.AddrPort {
@@ -135,9 +129,6 @@ func (p *pool) Leave(timeout time.Duration) error {
 	}
 	return err
 }
-
-// Shutdown stops gossip without telling anyone (others will see "dead").
-func (p *pool) Shutdown() error { return p.ml.Shutdown() }
 
 // Members lists every member: alive ones, plus those that left or died
 // within the retention period. Sorted by node ID.
@@ -214,7 +205,6 @@ func (e *poolEvents) NotifyLeave(n *memberlist.Node) {
 		e.mu.Lock()
 		delete(e.members, m.Node)
 		e.mu.Unlock()
-		e.changed()
 		return
 	case m.Meta.Leaving:
 		m.Status = StatusLeft
@@ -228,16 +218,4 @@ func (e *poolEvents) put(m Member) {
 	e.mu.Lock()
 	e.members[m.Node] = m
 	e.mu.Unlock()
-	e.changed()
-}
-
-func (e *poolEvents) changed() {
-	if e.cfg.OnChange != nil {
-		e.cfg.OnChange()
-	}
-}
-
-// hostPort formats an address for memberlist.Join.
-func hostPort(ip netip.Addr, port int) string {
-	return net.JoinHostPort(ip.String(), strconv.Itoa(port))
 }
