@@ -1,12 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"text/tabwriter"
 	"time"
 
@@ -16,8 +14,8 @@ import (
 	"github.com/redleader-p2p/redleader/peer/api"
 )
 
-// errNoAgent: nothing answers on the API address.
-var errNoAgent = errors.New("no redleader agent is running")
+// apiTimeout bounds each call of a client command to the agent.
+const apiTimeout = 15 * time.Second
 
 // apiAddr is --api, else api_addr from the effective config.
 func (g *globals) apiAddr(cmd *cobra.Command) (string, error) {
@@ -31,38 +29,70 @@ func (g *globals) apiAddr(cmd *cobra.Command) (string, error) {
 	return cfg.APIAddr, nil
 }
 
-// getJSON fetches path from the local API into v.
-func (g *globals) getJSON(cmd *cobra.Command, path string, v any) error {
-	addr, err := g.apiAddr(cmd)
+// client is an API client of the agent at --api (else api_addr); with
+// token it carries the API token read from the data dir, as mutating
+// calls need.
+func (g *globals) client(cmd *cobra.Command, token bool) (*api.Client, error) {
+	if !token {
+		addr, err := g.apiAddr(cmd)
+		if err != nil {
+			return nil, err
+		}
+		return api.New(addr), nil
+	}
+	cfg, err := g.loadConfig(cmd.Flags())
+	if err != nil {
+		return nil, err
+	}
+	addr := cfg.APIAddr
+	if g.api != "" {
+		addr = g.api
+	}
+	tok, err := peer.ReadToken(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("%w (run as the agent's user, or pass --data-dir)", err)
+	}
+	return api.New(addr, api.WithToken(tok)), nil
+}
+
+// callAgent runs call with a client of the agent (see client) and a
+// context bounded by apiTimeout, and words its error for the command line.
+func (g *globals) callAgent(cmd *cobra.Command, token bool, call func(context.Context, *api.Client) error) error {
+	c, err := g.client(cmd, token)
 	if err != nil {
 		return err
 	}
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get("http://" + addr + path)
-	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) {
-			return fmt.Errorf("%w at %s (start one with `redleader agent`)", errNoAgent, addr)
-		}
-		return fmt.Errorf("ask agent at %s: %w", addr, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
-	if err != nil {
-		return fmt.Errorf("read answer from %s: %w", addr, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e api.ErrorResponse
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return fmt.Errorf("agent at %s: %s", addr, e.Error)
-		}
-		return fmt.Errorf("agent at %s: HTTP %d", addr, resp.StatusCode)
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("agent at %s sent bad JSON: %w", addr, err)
-	}
-	return nil
+	ctx, cancel := context.WithTimeout(cmd.Context(), apiTimeout)
+	defer cancel()
+	return agentError(c.Addr(), call(ctx, c))
 }
+
+// agentError words an error of the API client at addr as one line: no
+// agent running, an error answer, or no answer in time.
+func agentError(addr string, err error) error {
+	var ae *api.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, api.ErrNoAgent):
+		return &cliError{fmt.Sprintf("no redleader agent is running at %s (start one with `redleader agent`)", addr), err}
+	case errors.As(err, &ae):
+		return &cliError{fmt.Sprintf("agent at %s answered %d: %s", addr, ae.Status, ae.Message), err}
+	case errors.Is(err, api.ErrTimeout):
+		return &cliError{fmt.Sprintf("agent at %s did not answer within %v", addr, apiTimeout), err}
+	}
+	return err
+}
+
+// cliError is an error with a message of its own for the command line; it
+// still unwraps to the error it words.
+type cliError struct {
+	msg string
+	err error
+}
+
+func (e *cliError) Error() string { return e.msg }
+func (e *cliError) Unwrap() error { return e.err }
 
 func (g *globals) printJSON(v any) error {
 	enc := json.NewEncoder(g.stdout)
@@ -77,7 +107,11 @@ func statusCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var st api.StatusResponse
-			if err := g.getJSON(cmd, "/v1/status", &st); err != nil {
+			err := g.callAgent(cmd, false, func(ctx context.Context, c *api.Client) (err error) {
+				st, err = c.Status(ctx)
+				return err
+			})
+			if err != nil {
 				return err
 			}
 			if g.json {
@@ -111,7 +145,11 @@ func membersCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var ms []api.MemberInfo
-			if err := g.getJSON(cmd, "/v1/members", &ms); err != nil {
+			err := g.callAgent(cmd, false, func(ctx context.Context, c *api.Client) (err error) {
+				ms, err = c.Members(ctx)
+				return err
+			})
+			if err != nil {
 				return err
 			}
 			if g.json {

@@ -1,61 +1,16 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
+	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/redleader-p2p/redleader/peer"
 	"github.com/redleader-p2p/redleader/peer/api"
 )
-
-// send makes a mutating API call with the token from the data dir.
-func (g *globals) send(cmd *cobra.Command, method, path string, in, out any) error {
-	cfg, err := g.loadConfig(cmd.Flags())
-	if err != nil {
-		return err
-	}
-	addr := cfg.APIAddr
-	if g.api != "" {
-		addr = g.api
-	}
-	tok, err := peer.ReadToken(cfg.DataDir)
-	if err != nil {
-		return fmt.Errorf("%w (run as the agent's user, or pass --data-dir)", err)
-	}
-	body, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequest(method, "http://"+addr+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Timeout: 15 * time.Second}).Do(req)
-	if err != nil {
-		return fmt.Errorf("%w at %s (start one with `redleader agent`)", errNoAgent, addr)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		var e api.ErrorResponse
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
-		}
-		return fmt.Errorf("HTTP %d", resp.StatusCode)
-	}
-	return json.Unmarshal(b, out)
-}
 
 func eventsCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
@@ -64,7 +19,11 @@ func eventsCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var evs []api.EventInfo
-			if err := g.getJSON(cmd, "/v1/events", &evs); err != nil {
+			err := g.callAgent(cmd, false, func(ctx context.Context, c *api.Client) (err error) {
+				evs, err = c.Events(ctx)
+				return err
+			})
+			if err != nil {
 				return err
 			}
 			if g.json {
@@ -97,14 +56,18 @@ func nlmCmd(g *globals) *cobra.Command {
 			default:
 				return fmt.Errorf("%w: want on or off, not %q", errUsage, args[1])
 			}
-			var out map[string]any
-			if err := g.send(cmd, http.MethodPost, "/v1/nlm", api.NLMRequest{Node: args[0], On: on, Reason: reason}, &out); err != nil {
+			var out api.NLMResponse
+			err := g.callAgent(cmd, true, func(ctx context.Context, c *api.Client) (err error) {
+				out, err = c.NLM(ctx, api.NLMRequest{Node: args[0], On: on, Reason: reason})
+				return err
+			})
+			if err != nil {
 				return err
 			}
 			if g.json {
 				return g.printJSON(out)
 			}
-			_, err := fmt.Fprintf(g.stdout, "%s: not leader material %s\n", out["node"], args[1])
+			_, err = fmt.Fprintf(g.stdout, "%s: not leader material %s\n", out.Node, args[1])
 			return err
 		},
 	}
@@ -127,7 +90,11 @@ func policyCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var p api.PolicyInfo
-			if err := g.getJSON(cmd, "/v1/policy", &p); err != nil {
+			err := g.callAgent(cmd, false, func(ctx context.Context, c *api.Client) (err error) {
+				p, err = c.Policy(ctx)
+				return err
+			})
+			if err != nil {
 				return err
 			}
 			return show(p)
@@ -156,7 +123,11 @@ func policyCmd(g *globals) *cobra.Command {
 				}
 			}
 			var out api.PolicyInfo
-			if err := g.send(cmd, http.MethodPut, "/v1/policy", in, &out); err != nil {
+			err := g.callAgent(cmd, true, func(ctx context.Context, c *api.Client) (err error) {
+				out, err = c.SetPolicy(ctx, in)
+				return err
+			})
+			if err != nil {
 				return err
 			}
 			return show(out)
@@ -173,8 +144,11 @@ func probeCmd(g *globals) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var out api.ProbeResponse
-			path := fmt.Sprintf("/v1/probe?segment=%s&blocks=%d", args[0], blocks)
-			if err := g.getJSON(cmd, path, &out); err != nil {
+			err := g.callAgent(cmd, false, func(ctx context.Context, c *api.Client) (err error) {
+				out, err = c.Probe(ctx, args[0], blocks)
+				return err
+			})
+			if err != nil {
 				return err
 			}
 			if g.json {

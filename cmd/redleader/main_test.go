@@ -158,22 +158,6 @@ func TestExampleConfigIsValidAndComplete(t *testing.T) {
 	walk("", m)
 }
 
-func TestClientWithNoAgent(t *testing.T) {
-	for _, cmd := range []string{"status", "members"} {
-		for _, js := range []bool{false, true} {
-			args := []string{cmd, "--api", "127.0.0.1:1"}
-			if js {
-				args = append(args, "--json")
-			}
-			code, out, stderr := runCLI(t, args...)
-			if code != exitFail || out != "" || !strings.Contains(stderr, "no redleader agent is running at 127.0.0.1:1") ||
-				strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
-				t.Errorf("%v: code %d out %q stderr %q", args, code, out, stderr)
-			}
-		}
-	}
-}
-
 func TestUnknownCommandAndFlag(t *testing.T) {
 	if code, _, _ := runCLI(t, "frobnicate"); code != exitConfig {
 		t.Errorf("unknown command: exit %d", code)
