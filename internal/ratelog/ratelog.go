@@ -99,7 +99,7 @@ func (l *Logger) allow(key string, now time.Time) (suppressed int, ok bool) {
 		w = &window{start: now}
 		l.keys.Add(key, w)
 	}
-	if now.Sub(w.start) >= l.every || now.Before(w.start) {
+	if now.Sub(w.start) >= l.every {
 		w.start, w.logged = now, 0
 	}
 	if w.logged >= l.burst {
