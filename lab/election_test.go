@@ -8,12 +8,10 @@ package lab_test
 // is logged with t.Logf.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -27,18 +25,25 @@ import (
 	"github.com/redleader-p2p/redleader/peer/api"
 )
 
-// get GETs path from a's API into v with a short timeout of its own (safe
-// from any goroutine, unlike shortCtx).
+// apiCtx is a short context of its own for one API call (safe from any
+// goroutine, unlike shortCtx).
+func apiCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 2*time.Second)
+}
+
+// get GETs path from a's API into v with a short timeout of its own.
 func (a *agent) get(path string, v any) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := apiCtx()
 	defer cancel()
-	return a.api(ctx, path, v)
+	return a.client().Do(ctx, http.MethodGet, path, nil, v)
 }
 
 // status is a's /v1/status, or nil if it does not answer.
 func (a *agent) status() *api.StatusResponse {
-	var st api.StatusResponse
-	if a.get("/v1/status", &st) != nil {
+	ctx, cancel := apiCtx()
+	defer cancel()
+	st, err := a.client().Status(ctx)
+	if err != nil {
 		return nil
 	}
 	return &st
@@ -195,38 +200,21 @@ func without(agents []*agent, drop ...*agent) []*agent {
 	return out
 }
 
-// call makes a mutating API call with tok as bearer token ("" for none)
-// and decodes a 200 reply into out. It returns the HTTP status.
+// call makes an API call with tok as bearer token ("" for none) and
+// decodes a 2xx answer into out. It returns the HTTP status of an error
+// answer (200 on success, 0 when there was no answer).
 func (a *agent) call(method, path, tok string, in, out any) (int, error) {
-	body, err := json.Marshal(in)
-	if err != nil {
-		return 0, err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, "http://127.0.0.1:7380"+path, bytes.NewReader(body))
-	if err != nil {
+	err := a.client(api.WithToken(tok)).Do(ctx, method, path, in, out)
+	var ae *api.Error
+	switch {
+	case errors.As(err, &ae):
+		return ae.Status, err
+	case err != nil:
 		return 0, err
 	}
-	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp, err := a.h.HTTPClient().Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return resp.StatusCode, fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, bytes.TrimSpace(b))
-	}
-	if out != nil {
-		return resp.StatusCode, json.Unmarshal(b, out)
-	}
-	return resp.StatusCode, nil
+	return http.StatusOK, nil
 }
 
 func (a *agent) token(t *testing.T) string {
@@ -242,7 +230,9 @@ func (a *agent) token(t *testing.T) string {
 // a's API.
 func (a *agent) nlm(t *testing.T, node string, on bool) {
 	t.Helper()
-	if _, err := a.call(http.MethodPost, "/v1/nlm", a.token(t), api.NLMRequest{Node: node, On: on, Reason: "lab test"}, nil); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := a.client(api.WithToken(a.token(t))).NLM(ctx, api.NLMRequest{Node: node, On: on, Reason: "lab test"}); err != nil {
 		t.Fatalf("%s: nlm %s %v: %v", a.h.Name, node, on, err)
 	}
 }
@@ -258,17 +248,19 @@ func (a *agent) cli(t *testing.T, args ...string) (string, error) {
 
 func (a *agent) events(t *testing.T) []api.EventInfo {
 	t.Helper()
-	var evs []api.EventInfo
-	if err := a.get("/v1/events", &evs); err != nil {
+	ctx, cancel := apiCtx()
+	defer cancel()
+	evs, err := a.client().Events(ctx)
+	if err != nil {
 		t.Fatalf("%s: events: %v", a.h.Name, err)
 	}
 	return evs
 }
 
 func (a *agent) policy() (api.PolicyInfo, error) {
-	var p api.PolicyInfo
-	err := a.get("/v1/policy", &p)
-	return p, err
+	ctx, cancel := apiCtx()
+	defer cancel()
+	return a.client().Policy(ctx)
 }
 
 // memberInfo is how a lists node in /v1/members.
@@ -550,9 +542,9 @@ func TestLabElectionQuorumLoss(t *testing.T) {
 		t.Fatalf("want 3 voters and 2 standbys, have %d and %d", len(voters), len(standbys))
 	}
 	oldCluster := sts[0].Raft.ClusterID
-	var pol api.PolicyInfo
-	if _, err := voters[0].call(http.MethodPut, "/v1/policy", voters[0].token(t),
-		api.PolicyInfo{LeaderRate: "20Mbit", PeerRate: "1Mbit"}, &pol); err != nil {
+	pol, err := voters[0].client(api.WithToken(voters[0].token(t))).SetPolicy(shortCtx(t, 10*time.Second),
+		api.PolicyInfo{LeaderRate: "20Mbit", PeerRate: "1Mbit"})
+	if err != nil {
 		t.Fatal(err)
 	}
 	marked, keeper := standbys[1], standbys[0]
@@ -943,13 +935,15 @@ func TestLabElectionNLM(t *testing.T) {
 	// Mutating calls need the token.
 	a := agents[0]
 	for _, tok := range []string{"", "not-the-token"} {
-		code, _ := a.call(http.MethodPut, "/v1/policy", tok, api.PolicyInfo{PeerRate: "1Mbit"}, nil)
-		if code != http.StatusUnauthorized {
-			t.Errorf("PUT /v1/policy with token %q: HTTP %d, want 401", tok, code)
+		c := a.client(api.WithToken(tok))
+		var ae *api.Error
+		if _, err := c.SetPolicy(shortCtx(t, 10*time.Second), api.PolicyInfo{PeerRate: "1Mbit"}); !errors.As(err, &ae) ||
+			ae.Status != http.StatusUnauthorized || !strings.Contains(ae.Message, "token") {
+			t.Errorf("PUT /v1/policy with token %q: %v, want a 401 about the token", tok, err)
 		}
-		code, _ = a.call(http.MethodPost, "/v1/nlm", tok, api.NLMRequest{Node: agents[1].node, On: true}, nil)
-		if code != http.StatusUnauthorized {
-			t.Errorf("POST /v1/nlm with token %q: HTTP %d, want 401", tok, code)
+		if _, err := c.NLM(shortCtx(t, 10*time.Second), api.NLMRequest{Node: agents[1].node, On: true}); !errors.As(err, &ae) ||
+			ae.Status != http.StatusUnauthorized || !strings.Contains(ae.Message, "token") {
+			t.Errorf("POST /v1/nlm with token %q: %v, want a 401 about the token", tok, err)
 		}
 	}
 	if out, err := a.h.Command(shortCtx(t, 10*time.Second), lab.Binary(t), "nlm", agents[1].h.Name, "on",

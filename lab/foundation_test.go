@@ -127,8 +127,8 @@ func TestLabRoaming(t *testing.T) {
 		return true
 	})
 	t.Logf("re-homed in %v", took)
-	var st api.StatusResponse
-	if err := roamer.api(shortCtx(t, 2*time.Second), "/v1/status", &st); err != nil {
+	st, err := roamer.client().Status(shortCtx(t, 2*time.Second))
+	if err != nil {
 		t.Fatal(err)
 	}
 	if st.Subnet != lab.SubnetPrefix(2).String() || st.Addr != roamer.h.IP().String() {
@@ -216,8 +216,7 @@ func TestLabIdleFootprint(t *testing.T) {
 	for i, a := range agents {
 		frac := (procCPU(t, a.p.Pid()) - cpu0[i]).Seconds() / time.Since(t0).Seconds()
 		rss := procRSS(t, a.p.Pid())
-		var st api.StatusResponse
-		_ = a.api(shortCtx(t, 2*time.Second), "/v1/status", &st)
+		st, _ := a.client().Status(shortCtx(t, 2*time.Second))
 		t.Logf("idle agent %s (raft %s, role %s) after 60 s: RSS %.1f MB, CPU %.2f%% of a core",
 			a.h.Name, st.Raft.State, st.Role, float64(rss)/1e6, frac*100)
 		if !a.seesExactly(t, agents) {

@@ -6,9 +6,6 @@ package lab_test
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"testing"
@@ -56,31 +53,18 @@ func (a *agent) start(t *testing.T) {
 	a.p = a.h.StartCmd(t, "agent", cmd)
 }
 
-// api GETs path from the agent's local API into v.
-func (a *agent) api(ctx context.Context, path string, v any) error {
-	req, err := newGet(ctx, "http://127.0.0.1:7380"+path)
-	if err != nil {
-		return err
-	}
-	resp, err := a.h.HTTPClient().Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("%s: HTTP %d: %s", path, resp.StatusCode, b)
-	}
-	return json.Unmarshal(b, v)
+// apiAddr is where every lab agent's local API listens, inside its host.
+const apiAddr = "127.0.0.1:7380"
+
+// client is an API client of the agent, dialing inside its host.
+func (a *agent) client(opts ...api.Option) *api.Client {
+	return api.New(apiAddr, append([]api.Option{api.WithHTTPClient(a.h.HTTPClient())}, opts...)...)
 }
 
 func (a *agent) members(t *testing.T) []api.MemberInfo {
 	t.Helper()
-	var ms []api.MemberInfo
-	if err := a.api(shortCtx(t, 2*time.Second), "/v1/members", &ms); err != nil {
+	ms, err := a.client().Members(shortCtx(t, 2*time.Second))
+	if err != nil {
 		return nil
 	}
 	return ms
@@ -93,8 +77,8 @@ func (a *agent) nodeID(t *testing.T) string {
 		return a.node
 	}
 	waitFor(t, 10*time.Second, a.h.Name+" API up", func() bool {
-		var st api.StatusResponse
-		if a.api(shortCtx(t, 2*time.Second), "/v1/status", &st) != nil {
+		st, err := a.client().Status(shortCtx(t, 2*time.Second))
+		if err != nil {
 			return false
 		}
 		a.node = st.Node
