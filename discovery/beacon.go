@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv4"
+
+	"github.com/redleader-p2p/redleader/internal/ratelog"
 )
 
 // Beacon errors.
@@ -152,7 +154,7 @@ type Beacon struct {
 	cfg    BeaconConfig
 	self   func() Announce
 	onPeer func(Announce)
-	log    *slog.Logger
+	rlog   *ratelog.Logger // its lines all repeat per beacon
 
 	rx   *net.UDPConn
 	tx   *ipv4.PacketConn
@@ -169,7 +171,7 @@ type Beacon struct {
 
 // NewBeacon opens the sockets. self is called before every send to get the
 // current announcement; onPeer is called from the receive goroutine for
-// every valid beacon of another node and must not block.
+// every valid beacon of another node and must not block. log may be nil.
 func NewBeacon(cfg BeaconConfig, self func() Announce, onPeer func(Announce), log *slog.Logger) (*Beacon, error) {
 	if cfg.Interface == nil || cfg.Interface.Flags&net.FlagMulticast == 0 {
 		name := "<none>"
@@ -201,7 +203,7 @@ func NewBeacon(cfg BeaconConfig, self func() Announce, onPeer func(Announce), lo
 		}
 	}
 	return &Beacon{
-		cfg: cfg, self: self, onPeer: onPeer, log: log,
+		cfg: cfg, self: self, onPeer: onPeer, rlog: ratelog.New(log, logEvery, logBurst),
 		rx: rx, tx: tx, txc: txc, dst: group,
 		kick: make(chan struct{}, 1),
 	}, nil
@@ -272,11 +274,11 @@ func (b *Beacon) sendLoop(ctx context.Context) {
 func (b *Beacon) send() {
 	msg, err := MarshalBeacon(b.self(), b.cfg.Key)
 	if err != nil {
-		b.log.Warn("beacon not sent", "err", err)
+		b.rlog.Warn("marshal", "beacon not sent", "err", err)
 		return
 	}
 	if _, err := b.tx.WriteTo(msg, nil, b.dst); err != nil {
-		b.log.Debug("beacon send failed", "err", err)
+		b.rlog.Debug("send", "beacon send failed", "err", err)
 		return
 	}
 	b.count(func(s *BeaconStats) { s.Sent++ })
@@ -285,17 +287,19 @@ func (b *Beacon) send() {
 func (b *Beacon) receiveLoop() {
 	buf := make([]byte, maxBeaconSize+1)
 	for {
-		n, _, err := b.rx.ReadFromUDP(buf)
+		n, src, err := b.rx.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			b.rlog.Debug("read", "beacon read failed", "err", err)
 			time.Sleep(10 * time.Millisecond) // a transient error must not spin
 			continue
 		}
 		a, err := UnmarshalBeacon(buf[:n], b.cfg.Key)
 		if err != nil {
 			b.count(func(s *BeaconStats) { s.Dropped++ })
+			b.rlog.Debug("drop "+src.Addr().String(), "beacon dropped", "from", src, "err", err)
 			continue
 		}
 		if a.Node == b.self().Node {

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"errors"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -25,6 +26,13 @@ const (
 const (
 	suppressPolicy = "policy" // reply-suppression rule
 	suppressBusy   = "busy"   // too many replies pending
+)
+
+// Log lines that repeat per datagram (bad datagrams, read and send errors)
+// go through a ratelog.Logger: at most logBurst lines per key and logEvery.
+const (
+	logEvery = time.Minute
+	logBurst = 5
 )
 
 // Metrics are the Prometheus metrics of discovery. One Metrics may be

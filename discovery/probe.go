@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/redleader-p2p/redleader/internal/ratelog"
 	"github.com/redleader-p2p/redleader/peer/content"
 )
 
@@ -152,10 +153,10 @@ type outstanding struct {
 
 // Prober sends PCCRD Probes and collects ProbeMatches (the client role).
 type Prober struct {
-	cfg ProberConfig
-	m   *Metrics
-	log *slog.Logger
-	wg  sync.WaitGroup
+	cfg  ProberConfig
+	m    *Metrics
+	rlog *ratelog.Logger // its lines all repeat per datagram
+	wg   sync.WaitGroup
 
 	mu      sync.Mutex
 	conns   map[bool]*net.UDPConn // by "is IPv6"
@@ -184,7 +185,7 @@ func NewProber(cfg ProberConfig, m *Metrics, log *slog.Logger) (*Prober, error) 
 	return &Prober{
 		cfg:  cfg,
 		m:    m,
-		log:  log.With("component", "pccrd-prober"),
+		rlog: ratelog.New(log.With("component", "pccrd-prober"), logEvery, logBurst),
 		out:  map[string]*outstanding{},
 		done: make(chan struct{}),
 	}, nil
@@ -396,7 +397,7 @@ func (p *Prober) send(msg []byte) error {
 	for _, t := range p.cfg.Targets {
 		c := conns[t.Addr().Is6() && !t.Addr().Is4In6()]
 		if _, err := c.WriteToUDPAddrPort(msg, t); err != nil {
-			p.log.Debug("send probe", "to", t, "err", err)
+			p.rlog.Debug("send "+t.String(), "send probe", "to", t, "err", err)
 			errs = append(errs, err)
 		}
 	}
@@ -415,7 +416,7 @@ func (p *Prober) readLoop(c *net.UDPConn) {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			p.log.Debug("read failed", "err", err)
+			p.rlog.Debug("read", "read failed", "err", err)
 			continue
 		}
 		p.handle(buf[:n], src, time.Now())
@@ -429,7 +430,7 @@ func (p *Prober) handle(b []byte, src netip.AddrPort, now time.Time) {
 	pm, err := ParseProbeMatch(b)
 	if err != nil {
 		p.m.dropped(err)
-		p.log.Debug("dropped datagram", "from", src, "err", err)
+		p.rlog.Debug("drop "+src.Addr().String(), "dropped datagram", "from", src, "err", err)
 		return
 	}
 	p.mu.Lock()

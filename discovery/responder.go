@@ -16,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 
+	"github.com/redleader-p2p/redleader/internal/ratelog"
 	"github.com/redleader-p2p/redleader/peer/content"
 )
 
@@ -160,8 +161,9 @@ type Responder struct {
 	holder     Holder
 	m          *Metrics
 	log        *slog.Logger
-	address    string // wsa:Address, a urn:uuid made at start
-	instanceID uint32 // AppSequence InstanceId: start time in seconds
+	rlog       *ratelog.Logger // for lines that repeat per datagram
+	address    string          // wsa:Address, a urn:uuid made at start
+	instanceID uint32          // AppSequence InstanceId: start time in seconds
 
 	wake chan struct{}
 	wg   sync.WaitGroup
@@ -199,11 +201,13 @@ func NewResponder(cfg ResponderConfig, h Holder, m *Metrics, log *slog.Logger) (
 		_, _ = crand.Read(seed[:]) // crypto/rand.Read never fails
 		r = rand.New(rand.NewChaCha8(seed))
 	}
+	log = log.With("component", "pccrd-responder")
 	return &Responder{
 		cfg:     cfg,
 		holder:  h,
 		m:       m,
-		log:     log.With("component", "pccrd-responder"),
+		log:     log,
+		rlog:    ratelog.New(log, logEvery, logBurst),
 		address: uuidURNPrefix + uuid.NewString(),
 		wake:    make(chan struct{}, 1),
 		rand:    r,
@@ -388,7 +392,7 @@ func (r *Responder) readLoop(ctx context.Context, c *net.UDPConn) {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			r.log.Debug("read failed", "err", err)
+			r.rlog.Debug("read", "read failed", "err", err)
 			continue
 		}
 		r.handle(c, buf[:n], src)
@@ -401,7 +405,7 @@ func (r *Responder) handle(c *net.UDPConn, b []byte, src netip.AddrPort) {
 	p, err := ParseProbe(b)
 	if err != nil {
 		r.m.dropped(err)
-		r.log.Debug("dropped datagram", "from", src, "err", err)
+		r.rlog.Debug("drop "+src.Addr().String(), "dropped datagram", "from", src, "err", err)
 		return
 	}
 	now := time.Now()
@@ -433,7 +437,7 @@ func (r *Responder) handle(c *net.UDPConn, b []byte, src netip.AddrPort) {
 	}
 	xaddrs := r.cfg.XAddrs()
 	if len(xaddrs) == 0 {
-		r.log.Debug("no peer address to advertise; probe not answered")
+		r.rlog.Debug("no xaddrs", "no peer address to advertise; probe not answered")
 		return
 	}
 
@@ -530,11 +534,11 @@ func (r *Responder) send(p *pendingReply) {
 	r.mu.Unlock()
 	b, err := p.match.Marshal()
 	if err != nil {
-		r.log.Warn("build probe match", "err", err)
+		r.rlog.Warn("build", "build probe match", "err", err)
 		return
 	}
 	if _, err := p.conn.WriteToUDPAddrPort(b, p.dst); err != nil {
-		r.log.Debug("send probe match", "to", p.dst, "err", err)
+		r.rlog.Debug("send "+p.dst.Addr().String(), "send probe match", "to", p.dst, "err", err)
 		return
 	}
 	r.m.MatchesSent.Inc()

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +33,12 @@ func loopbackNets() []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix
 // backoff. edit may change the config.
 func startResponder(t testing.TB, h Holder, m *Metrics, edit func(*ResponderConfig)) *Responder {
 	t.Helper()
+	return startResponderLog(t, h, m, nil, edit)
+}
+
+// startResponderLog is startResponder with a logger.
+func startResponderLog(t testing.TB, h Holder, m *Metrics, log *slog.Logger, edit func(*ResponderConfig)) *Responder {
+	t.Helper()
 	cfg := DefaultResponderConfig()
 	cfg.Port = 0
 	cfg.NoMulticast = true
@@ -41,7 +49,7 @@ func startResponder(t testing.TB, h Holder, m *Metrics, edit func(*ResponderConf
 	if edit != nil {
 		edit(&cfg)
 	}
-	r, err := NewResponder(cfg, h, m, nil)
+	r, err := NewResponder(cfg, h, m, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,8 +295,8 @@ func TestParseRejectsForeign(t *testing.T) {
 }
 
 // TestForeignTraffic: a stream of foreign datagrams sent at a responder
-// changes nothing but the malformed-dropped counter; a valid Probe sent
-// last is still answered.
+// changes nothing but the malformed-dropped counter (and logs at most
+// logBurst lines about them); a valid Probe sent last is still answered.
 func TestForeignTraffic(t *testing.T) {
 	verifyNoLeaks(t)
 	id := testSegment(0x42)
@@ -296,7 +304,8 @@ func TestForeignTraffic(t *testing.T) {
 	h.Add(id, 9)
 	reg := prometheus.NewPedanticRegistry()
 	m := NewMetrics(reg)
-	r := startResponder(t, h, m, nil)
+	logged := &lineCounter{}
+	r := startResponderLog(t, h, m, slog.New(logged), nil)
 
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -375,6 +384,35 @@ func TestForeignTraffic(t *testing.T) {
 		t.Errorf("gather metrics: %v", err)
 	}
 	_ = r.Close()
+	if n := logged.count("dropped datagram"); n != logBurst {
+		t.Errorf("%d dropped-datagram log lines for %v datagrams from one source, want %d", n, total, logBurst)
+	}
+}
+
+// lineCounter is a slog.Handler at debug level that counts lines by message.
+type lineCounter struct {
+	mu    sync.Mutex
+	lines map[string]int
+}
+
+func (c *lineCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (c *lineCounter) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c *lineCounter) WithGroup(string) slog.Handler            { return c }
+
+func (c *lineCounter) Handle(_ context.Context, r slog.Record) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lines == nil {
+		c.lines = map[string]int{}
+	}
+	c.lines[r.Message]++
+	return nil
+}
+
+func (c *lineCounter) count(msg string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lines[msg]
 }
 
 // TestProberFiltersReplies: a fake responder answers a Probe with replies

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redleader-p2p/redleader/internal/ratelog"
 	"github.com/redleader-p2p/redleader/peer/content"
 )
 
@@ -28,6 +29,13 @@ const (
 	// DefaultMaxPeerErrors is the default number of consecutive transport
 	// failures after which FetchSegment stops asking a peer.
 	DefaultMaxPeerErrors = 2
+)
+
+// A peer that keeps failing is logged at most peerLogBurst times per
+// peerLogEvery (per kind of failure); later lines carry suppressed=N.
+const (
+	peerLogEvery = time.Minute
+	peerLogBurst = 1
 )
 
 // ClientConfig configures a Client.
@@ -56,7 +64,7 @@ type Client struct {
 	perPeer   int
 	parallel  int
 	maxErrors int
-	log       *slog.Logger
+	log       *ratelog.Logger // lines about failing peers, keyed by peer
 }
 
 // NewClient returns a Client for cfg.
@@ -67,11 +75,12 @@ func NewClient(cfg ClientConfig) *Client {
 		perPeer:   cmpOr(cfg.PerPeer, DefaultPerPeer),
 		parallel:  cmpOr(cfg.MaxParallel, DefaultMaxParallel),
 		maxErrors: cmpOr(cfg.MaxPeerErrors, DefaultMaxPeerErrors),
-		log:       cfg.Logger,
 	}
-	if c.log == nil {
-		c.log = slog.Default()
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
 	}
+	c.log = ratelog.New(log, peerLogEvery, peerLogBurst)
 	if c.http == nil {
 		c.own = &http.Transport{
 			Proxy:               nil, // peers are on the LAN
@@ -371,14 +380,14 @@ func (st *fetchState) complete(b, p int, err error, c *Client) {
 		if !st.dropped[p] {
 			st.dropped[p] = true
 			st.result.BadPeers = append(st.result.BadPeers, peer)
-			c.log.Warn("peer served a bad block; not asking it again for this segment", "peer", peer, "block", b, "err", err)
+			c.log.Warn("bad "+peer, "peer served a bad block; not asking it again for this segment", "peer", peer, "block", b, "err", err)
 		}
 	default:
 		st.errs[p]++
 		if st.errs[p] >= c.maxErrors && !st.dropped[p] {
 			st.dropped[p] = true
 			st.result.FailedPeers = append(st.result.FailedPeers, peer)
-			c.log.Debug("dropping failing peer for this segment", "peer", peer, "err", err)
+			c.log.Debug("failing "+peer, "dropping failing peer for this segment", "peer", peer, "err", err)
 		}
 	}
 	st.pending = append(st.pending, b)

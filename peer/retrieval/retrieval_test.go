@@ -8,6 +8,7 @@ import (
 	"crypto/cipher"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -578,4 +579,58 @@ func TestServerUploadTimeout(t *testing.T) {
 	if srv.Stats().Malformed != 1 {
 		t.Fatalf("stats %+v", srv.Stats())
 	}
+}
+
+// TestFailingPeerLogRateLimited: a peer that fails every fetch is logged
+// once per peerLogEvery, not once per segment.
+func TestFailingPeerLogRateLimited(t *testing.T) {
+	t.Cleanup(func() { goleak.VerifyNone(t) })
+	info, data := testContent(t, 16*content.BlockSize)
+	seg := &info.Segments[0]
+	good, _, _ := startPeer(t, newMemStore(info, data, nil), ServerConfig{})
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close()
+	lines := &lineCounter{}
+	c := NewClient(ClientConfig{RequestTimeout: time.Minute, Logger: slog.New(lines)})
+	defer c.Close()
+	const fetches = 4
+	for range fetches {
+		var col collector
+		res, err := c.FetchSegment(context.Background(), seg, nil, []string{dead.URL, good.URL}, col.sink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(res.FailedPeers, []string{dead.URL}) {
+			t.Fatalf("failed peers %v, want the dead one", res.FailedPeers)
+		}
+	}
+	if n := lines.count("dropping failing peer for this segment"); n != peerLogBurst {
+		t.Errorf("dead peer dropped in %d fetches, logged %d times, want %d", fetches, n, peerLogBurst)
+	}
+}
+
+// lineCounter is a slog.Handler at debug level that counts lines by message.
+type lineCounter struct {
+	mu    sync.Mutex
+	lines map[string]int
+}
+
+func (c *lineCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (c *lineCounter) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c *lineCounter) WithGroup(string) slog.Handler            { return c }
+
+func (c *lineCounter) Handle(_ context.Context, r slog.Record) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lines == nil {
+		c.lines = map[string]int{}
+	}
+	c.lines[r.Message]++
+	return nil
+}
+
+func (c *lineCounter) count(msg string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lines[msg]
 }
