@@ -14,18 +14,24 @@ var ErrBadRate = errors.New("bad rate")
 
 // Rate is a bandwidth in bits per second. Zero means unlimited.
 //
-// Rates are written as a number followed by a unit: bit, kbit, Mbit, Gbit
-// (powers of 1000, as tc and network gear count them) or the byte forms
-// B, KB, MB, GB (KB = 1000 bytes). "0" alone means unlimited. Units are
-// case-insensitive except that "b" is bits and "B" is bytes when the unit
-// is a single letter pair like "Mb"/"MB".
+// Rates are written as a non-negative decimal number (no exponent) and a
+// unit, powers of 1000 as tc and network gear count them:
+//   - bits per second: bit, kbit, Mbit, Gbit, in any case ("MBIT" too);
+//   - the same as bps, kbps or Kbps, Mbps, Gbps, written exactly so;
+//   - bytes per second: B, KB or kB, MB, GB (KB = 1000 bytes), written
+//     exactly so.
+//
+// Any other spelling, such as "Mb", "mb" or "mbps", is an error: bits and
+// bytes are never guessed. Spaces around the number and unit are ignored.
+// "0" needs no unit; any zero rate means unlimited. A positive rate below
+// 1 bit/s becomes 1 bit/s; other fractions of a bit are dropped.
 type Rate int64
 
 // Unlimited is the zero Rate: no limit.
 const Unlimited Rate = 0
 
 var rateUnits = []struct {
-	suffix string // matched case-sensitively first, then case-insensitively
+	suffix string // matched exactly; the "bit" units also in any case
 	bits   float64
 }{
 	{"Gbit", 1e9}, {"Mbit", 1e6}, {"kbit", 1e3}, {"Kbit", 1e3}, {"bit", 1},
