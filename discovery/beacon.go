@@ -149,7 +149,7 @@ type BeaconStats struct {
 
 // Beacon announces this agent on the LAN and reports other agents'
 // announcements. It owns one receive goroutine and one send goroutine;
-// Close stops both.
+// Close stops both. Start and Close may be called concurrently.
 type Beacon struct {
 	cfg    BeaconConfig
 	self   func() Announce
@@ -162,11 +162,13 @@ type Beacon struct {
 	dst  *net.UDPAddr
 	kick chan struct{}
 
-	mu    sync.Mutex
-	stats BeaconStats
+	mu      sync.Mutex
+	stats   BeaconStats
+	cancel  context.CancelFunc
+	started bool
+	closed  bool
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg sync.WaitGroup
 }
 
 // NewBeacon opens the sockets. self is called before every send to get the
@@ -209,12 +211,23 @@ func NewBeacon(cfg BeaconConfig, self func() Announce, onPeer func(Announce), lo
 	}, nil
 }
 
-// Start runs the send and receive loops until ctx ends or Close.
-func (b *Beacon) Start(ctx context.Context) {
+// Start runs the send and receive loops until ctx ends or Close. It
+// returns ErrClosed after Close and an error when already started.
+func (b *Beacon) Start(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.closed:
+		return ErrClosed
+	case b.started:
+		return errors.New("beacon already started")
+	}
+	b.started = true
 	ctx, b.cancel = context.WithCancel(ctx)
-	b.wg.Add(2)
+	b.wg.Add(2) // under mu: Close cannot be waiting yet
 	go func() { defer b.wg.Done(); b.receiveLoop() }()
 	go func() { defer b.wg.Done(); b.sendLoop(ctx) }()
+	return nil
 }
 
 // Kick restarts the fast schedule (after a re-home, or when the agent
@@ -233,10 +246,19 @@ func (b *Beacon) Stats() BeaconStats {
 	return b.stats
 }
 
-// Close stops the loops and closes the sockets.
+// Close stops the loops and closes the sockets; a second Close does
+// nothing.
 func (b *Beacon) Close() error {
-	if b.cancel != nil {
-		b.cancel()
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	cancel := b.cancel
+	b.mu.Unlock()
+	if cancel != nil {
+		cancel()
 	}
 	err := errors.Join(b.rx.Close(), b.txc.Close())
 	b.wg.Wait()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -147,9 +148,11 @@ func TestBeaconOnLoopback(t *testing.T) {
 	defer b2.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	b1.Start(ctx)
-	b2.Start(ctx)
-	b3.Start(ctx)
+	for _, b := range []*Beacon{b1, b2, b3} {
+		if err := b.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	select {
 	case got := <-heard:
@@ -170,6 +173,62 @@ func TestBeaconOnLoopback(t *testing.T) {
 	for len(heard) > 0 {
 		if a := <-heard; a.Node[0] == 77 {
 			t.Error("beacon of another cluster delivered")
+		}
+	}
+}
+
+// TestBeaconLifecycle: Start after Close is refused and starts nothing, a
+// second Start is refused, Close is idempotent, and Close racing with
+// Start never leaves a goroutine behind.
+func TestBeaconLifecycle(t *testing.T) {
+	lo := multicastLoopback(t)
+	defer goleak.VerifyNone(t)
+	cfg := BeaconConfig{Group: netip.MustParseAddr("239.255.82.92"), Port: 47392, Interface: lo, Interval: time.Second}
+	newBeacon := func() *Beacon {
+		t.Helper()
+		b, err := NewBeacon(cfg, testAnnounce, func(Announce) {}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	ctx := context.Background() // never cancelled: only Close may stop the loops
+
+	b := newBeacon()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(ctx); !errors.Is(err, ErrClosed) {
+		t.Errorf("start after close: %v, want ErrClosed", err)
+	}
+
+	b = newBeacon()
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(ctx); err == nil {
+		t.Error("second start accepted")
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("second close: %v", err)
+	}
+	b.Kick() // after Close: must neither block nor panic
+
+	for i := range 20 {
+		b := newBeacon()
+		started := make(chan error, 1)
+		go func() { started <- b.Start(ctx) }()
+		if i%2 == 0 {
+			runtime.Gosched()
+		}
+		if err := b.Close(); err != nil {
+			t.Errorf("round %d: close: %v", i, err)
+		}
+		if err := <-started; err != nil && !errors.Is(err, ErrClosed) {
+			t.Errorf("round %d: start: %v", i, err)
 		}
 	}
 }

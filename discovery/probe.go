@@ -339,7 +339,12 @@ func (p *Prober) ProbeEach(ctx context.Context, v Version, ids []content.Segment
 		retransmit = t.C
 	}
 	if err := p.send(msg); err != nil {
-		return err
+		select {
+		case <-p.done: // closed after register: the sockets are gone
+			return ErrClosed
+		default:
+			return err
+		}
 	}
 	first := true
 	for {

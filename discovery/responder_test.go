@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -606,6 +607,49 @@ func TestLifecycle(t *testing.T) {
 	}
 	if err := r.Close(); err != nil {
 		t.Errorf("second close: %v", err)
+	}
+}
+
+// TestStartCloseRace: Close racing with Start leaves no goroutine or
+// socket behind (goleak), and Start after Close fails with ErrClosed.
+func TestStartCloseRace(t *testing.T) {
+	verifyNoLeaks(t)
+	ctx := context.Background() // never cancelled: only Close may stop them
+	for i := range 50 {
+		rc := DefaultResponderConfig()
+		rc.Port, rc.NoMulticast, rc.BindAddr = 0, true, netip.MustParseAddr("127.0.0.1")
+		rc.XAddrs = staticXAddrs("127.0.0.1:1")
+		r, err := NewResponder(rc, NewMemoryHolder(), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc := DefaultProberConfig()
+		pc.Targets = []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}
+		pc.BindAddr = netip.MustParseAddrPort("127.0.0.1:0")
+		pc.LocalNets = loopbackNets
+		p, err := NewProber(pc, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		started := make(chan error, 2)
+		go func() { started <- r.Start(ctx) }()
+		go func() { started <- p.Start(ctx) }()
+		if i%2 == 0 {
+			runtime.Gosched()
+		}
+		_ = r.Close()
+		_ = p.Close()
+		for range 2 {
+			if err := <-started; err != nil && !errors.Is(err, ErrClosed) {
+				t.Fatalf("round %d: start: %v", i, err)
+			}
+		}
+		if err := r.Start(ctx); !errors.Is(err, ErrClosed) {
+			t.Fatalf("round %d: responder start after close: %v", i, err)
+		}
+		if err := p.Start(ctx); !errors.Is(err, ErrClosed) {
+			t.Fatalf("round %d: prober start after close: %v", i, err)
+		}
 	}
 }
 
