@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/redleader-p2p/redleader/internal/wait"
 	"github.com/redleader-p2p/redleader/peer/content"
 )
 
@@ -154,18 +155,6 @@ func TestProberResponderLoopback(t *testing.T) {
 // cleanups (Close calls registered by the start helpers) have run.
 func verifyNoLeaks(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t) })
-}
-
-// waitFor polls cond until it holds, failing the test after 10 s.
-func waitFor(t testing.TB, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 10s")
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func equalSegments(a, b []SegmentMatch) bool {
@@ -332,7 +321,7 @@ func TestForeignTraffic(t *testing.T) {
 			sent++
 			// Wait until it is counted, so no datagram is lost to a full
 			// socket buffer (this is pacing, not a timing assertion).
-			waitFor(t, func() bool { return droppedTotal() >= float64(sent) })
+			wait.For(t, 10*time.Second, "datagram "+name+" counted as dropped", func() bool { return droppedTotal() >= float64(sent) })
 		}
 	}
 	// Sentinel: a valid Probe. Datagrams from one socket are handled in
@@ -356,7 +345,7 @@ func TestForeignTraffic(t *testing.T) {
 	}
 
 	// The responder counts a reply after sending it.
-	waitFor(t, func() bool { return metricValue(t, m.MatchesSent) >= 1 })
+	wait.For(t, 10*time.Second, "sentinel reply counted", func() bool { return metricValue(t, m.MatchesSent) >= 1 })
 	total := float64(rounds * len(foreign))
 	if dropped := droppedTotal(); dropped != total {
 		t.Errorf("malformed dropped = %v, want %v", dropped, total)
