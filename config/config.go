@@ -23,12 +23,16 @@ var ErrInvalid = errors.New("invalid config")
 
 // Config is the whole agent configuration. The yaml/mapstructure key of each
 // field is what users write in the config file; nested keys are joined with
-// "_" in environment variables (REDLEADER_DISCOVERY_PORT) and with "-" in
-// flags where a flag exists.
+// "_" in environment variables (REDLEADER_DISCOVERY_PORT). Some keys also
+// have an agent flag (cmd/redleader lists them).
 type Config struct {
-	// DataDir holds the node ID, the lock file, the API token and (later)
-	// Raft state and the segment cache. Default: /var/lib/redleader for
-	// root on Linux, the user's state directory otherwise.
+	// DataDir holds the node ID, the lock file, the API token, the
+	// election's Raft state (election/), the segment cache (cache/) and
+	// `redleader origin`'s server secret. Default: /var/lib/redleader for
+	// root on Linux, $XDG_STATE_HOME/redleader or ~/.local/state/redleader
+	// for other users; %ProgramData%\redleader on Windows; on macOS
+	// /Library/Application Support/redleader for root, else the user's
+	// config directory.
 	DataDir string `mapstructure:"data_dir" yaml:"data_dir"`
 
 	// NodeName is the display name. Default: the hostname. The node's
@@ -54,7 +58,8 @@ type Config struct {
 	// GossipPort is the memberlist TCP+UDP port. 0 picks a free port (tests).
 	GossipPort int `mapstructure:"gossip_port" yaml:"gossip_port"`
 
-	// PeerPort is the TCP port for peer retrieval and cluster RPC.
+	// PeerPort is the TCP port shared, by first byte, by MS-PCCRR block
+	// retrieval, Raft and the cluster RPC.
 	PeerPort int `mapstructure:"peer_port" yaml:"peer_port"`
 
 	// APIAddr is the local HTTP API address. Keep it on loopback: read
@@ -65,9 +70,10 @@ type Config struct {
 	// periodically. Not needed on a LAN where multicast works.
 	Join []string `mapstructure:"join" yaml:"join"`
 
-	// RejoinInterval is how often known but absent addresses (Join plus
-	// members seen before) are retried. Shorter heals partitions sooner at
-	// the cost of a TCP exchange per absent address per interval.
+	// RejoinInterval is how often Join addresses that are not alive
+	// members, and members that died, are retried (plus up to 20% jitter).
+	// Shorter heals partitions sooner at the cost of a TCP exchange per
+	// absent address per interval.
 	RejoinInterval time.Duration `mapstructure:"rejoin_interval" yaml:"rejoin_interval"`
 
 	// RehomeInterval is how often the primary interface is re-read to
@@ -79,9 +85,11 @@ type Config struct {
 	// (as left/dead) in /v1/members before it is forgotten.
 	MemberRetention time.Duration `mapstructure:"member_retention" yaml:"member_retention"`
 
-	// ClusterKey (base64 of 32 bytes) encrypts gossip and authenticates LAN
-	// discovery beacons. Empty: the cluster is open to the LAN. Generate one
-	// with `head -c32 /dev/urandom | base64`.
+	// ClusterKey (base64 of 32 bytes) encrypts gossip, authenticates LAN
+	// discovery beacons (HMAC), and puts Raft and the cluster RPC inside
+	// mutual TLS 1.3 with a certificate derived from the key. MS-PCCRD and
+	// MS-PCCRR stay open to any BranchCache peer. Empty: the cluster is open
+	// to the LAN. Generate one with `head -c32 /dev/urandom | base64`.
 	ClusterKey string `mapstructure:"cluster_key" yaml:"cluster_key"`
 
 	// NotLeaderMaterial keeps this machine from ever being the Red Leader
@@ -94,7 +102,7 @@ type Config struct {
 	// LANDiscovery finds the other agents of the subnet with no config.
 	LANDiscovery LANDiscovery `mapstructure:"lan_discovery" yaml:"lan_discovery"`
 
-	// Shaping holds the WAN/LAN rates this agent starts with.
+	// Shaping holds the rates of the subnet's first policy.
 	Shaping Shaping `mapstructure:"shaping" yaml:"shaping"`
 
 	// Election tunes the per-subnet Raft group and the Red Leader rules.
@@ -124,8 +132,8 @@ type Discovery struct {
 	// MaxBackoff is the responder's maximum random delay before a reply
 	// (1ms-1s). Longer spreads reply bursts; shorter answers sooner.
 	MaxBackoff time.Duration `mapstructure:"max_backoff" yaml:"max_backoff"`
-	// ReplyThreshold is n of the reply-suppression rule: when this agent
-	// fetched a segment and saw n or more replies, it answers less often.
+	// ReplyThreshold is n of the reply-suppression rule: when this agent's
+	// last probe for a segment saw n or more replies, it answers less often.
 	ReplyThreshold int `mapstructure:"reply_threshold" yaml:"reply_threshold"`
 	// ReplyProbability is the chance of answering when n replies but fewer
 	// than n full-segment replies were seen.
@@ -145,17 +153,19 @@ func (c Cache) MaxBytes() int64 {
 	return n
 }
 
-// Election configures the Red Leader election. All timings are multiplied
-// by RaftMultiplier.
+// Election configures the Red Leader election. Every timing but NLMTTL is
+// multiplied by RaftMultiplier.
 type Election struct {
 	// Voter is "auto" (this machine may vote, chosen for stability) or
 	// "never" (it never joins the Raft group; it may still be Red Leader).
 	Voter string `mapstructure:"voter" yaml:"voter"`
 	// MachineClass is server, desktop or laptop: servers are preferred as
-	// voters; laptops never count toward a 5-voter group. "auto" = desktop.
+	// voters; a 5-voter group needs 5 members that are not laptops.
+	// "auto" = desktop.
 	MachineClass string `mapstructure:"machine_class" yaml:"machine_class"`
-	// RaftMultiplier (1–10) scales every election timing, for slow or
-	// lossy networks. Higher: fewer false failovers, slower real ones.
+	// RaftMultiplier (1–10) scales Raft's own timings and every election
+	// timing below but NLMTTL, for slow or lossy networks. Higher: fewer
+	// false failovers, slower real ones.
 	RaftMultiplier int `mapstructure:"raft_multiplier" yaml:"raft_multiplier"`
 	// CheckinInterval is how often the Red Leader checks in with the Raft
 	// leader. Shorter: faster detection, more (tiny) RPCs.
@@ -199,11 +209,17 @@ type LANDiscovery struct {
 	// a re-home) beacons go out faster (0.5 s, 1 s, 2 s, 4 s…) so that
 	// agents booting together converge in seconds.
 	Interval time.Duration `mapstructure:"interval" yaml:"interval"`
-	// Interface names the interface to use; default: the primary one.
+	// Interface names the home interface: the subnet and address come
+	// from it (unless set) and the beacon and MS-PCCRD use it. Default: the
+	// primary one.
 	Interface string `mapstructure:"interface" yaml:"interface"`
 }
 
-// Shaping holds bandwidth settings. "0" means unlimited.
+// Shaping holds bandwidth settings. "0" means unlimited. An agent that
+// bootstraps a new election cluster commits them as the subnet's first
+// policy; afterwards the committed policy wins and changes only through
+// `redleader policy set`. Nothing enforces a rate yet: the limiters are not
+// built.
 type Shaping struct {
 	// LeaderRate is the WAN rate of the Red Leader.
 	LeaderRate shaping.Rate `mapstructure:"leader_rate" yaml:"leader_rate"`
