@@ -3,13 +3,10 @@ package peer
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -22,18 +19,10 @@ import (
 	"github.com/redleader-p2p/redleader/peer/retrieval"
 )
 
-// TestHooksEnv enables the test-only API endpoints (/v1/debug/...) when set
-// to 1 in the agent's environment. Never set it in production.
-const TestHooksEnv = "REDLEADER_TEST_HOOKS"
-
-// maxProbeMemory bounds the per-segment memory of probe results.
-const maxProbeMemory = 4096
-
 // content is the agent's bytes side: the segment cache, the MS-PCCRR
 // server on the peer port, and MS-PCCRD discovery (per home).
 type content struct {
 	cache   *cache.Cache
-	overlay *discovery.MemoryHolder // segments marked held by the test hook
 	pccrr   *retrieval.Server
 	httpSrv *http.Server
 	metrics *discovery.Metrics
@@ -41,22 +30,6 @@ type content struct {
 	mu        sync.Mutex
 	responder *discovery.Responder
 	prober    *discovery.Prober
-	probes    map[pccrc.SegmentID]probeResult // last probe per segment
-}
-
-// probeResult is what one probe saw: the input of reply suppression once
-// the segment is held.
-type probeResult struct{ replies, full int }
-
-// holder answers the responder from the cache and the test overlay.
-type holder struct{ c *content }
-
-// BlockCount implements discovery.Holder.
-func (h holder) BlockCount(id pccrc.SegmentID) (uint32, bool) {
-	if n, ok := h.c.overlay.BlockCount(id); ok {
-		return n, true
-	}
-	return h.c.cache.BlockCount(id)
 }
 
 // startContent opens the cache and serves PCCRR on the peer port.
@@ -72,8 +45,7 @@ func (a *Agent) startContent() error {
 		c.Close()
 		return err
 	}
-	a.content = &content{cache: c, overlay: discovery.NewMemoryHolder(), pccrr: srv,
-		metrics: discovery.NewMetrics(a.reg), probes: map[pccrc.SegmentID]probeResult{}}
+	a.content = &content{cache: c, pccrr: srv, metrics: discovery.NewMetrics(a.reg)}
 	mux := http.NewServeMux()
 	mux.Handle(retrieval.Path, srv)
 	a.content.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second}
@@ -111,7 +83,7 @@ func (a *Agent) startDiscoveryLocked() error {
 	rc.MaxBackoff, rc.ReplyThreshold, rc.ReplyProbability = d.MaxBackoff, d.ReplyThreshold, d.ReplyProbability
 	peerAddr := netip.AddrPortFrom(home.Addr, uint16(a.port.Port()))
 	rc.XAddrs = func() []netip.AddrPort { return []netip.AddrPort{peerAddr} }
-	resp, err := discovery.NewResponder(rc, holder{c}, c.metrics, a.log.With("component", "pccrd"))
+	resp, err := discovery.NewResponder(rc, c.cache, c.metrics, a.log.With("component", "pccrd"))
 	if err != nil {
 		return err
 	}
@@ -160,16 +132,17 @@ func (a *Agent) stopDiscoveryLocked() error {
 
 // Probe asks the LAN which peers hold segment id (MS-PCCRD). A reply
 // counts as full when it reports blocks (or more) blocks; blocks 0 means
-// "any reply is full". The result is remembered for reply suppression.
+// "any reply is full". The result is recorded with the responder: it is
+// the input of reply suppression once the agent holds the segment.
 func (a *Agent) Probe(ctx context.Context, id pccrc.SegmentID, blocks uint32) (api.ProbeResponse, error) {
 	c := a.content
 	if c == nil {
 		return api.ProbeResponse{}, errors.New("content not started")
 	}
 	c.mu.Lock()
-	pr, self := c.prober, ""
-	if c.responder != nil {
-		self = c.responder.Endpoint()
+	pr, resp, self := c.prober, c.responder, ""
+	if resp != nil {
+		self = resp.Endpoint()
 	}
 	c.mu.Unlock()
 	if pr == nil {
@@ -180,7 +153,7 @@ func (a *Agent) Probe(ctx context.Context, id pccrc.SegmentID, blocks uint32) (a
 		return api.ProbeResponse{}, err
 	}
 	out := api.ProbeResponse{Segment: strings.ToUpper(hex.EncodeToString(id[:])), Matches: []api.ProbeMatch{}}
-	res := probeResult{}
+	replies, fullReplies := 0, 0
 	for _, m := range matches {
 		if m.Endpoint == self {
 			continue // our own responder, heard through multicast loopback
@@ -192,33 +165,16 @@ func (a *Agent) Probe(ctx context.Context, id pccrc.SegmentID, blocks uint32) (a
 			full := s.Full || (blocks == 0 || s.Blocks >= blocks)
 			out.Matches = append(out.Matches, api.ProbeMatch{Peer: m.Peer.String(), Blocks: s.Blocks, Full: full,
 				LatencyMS: float64(m.Latency.Microseconds()) / 1000})
-			res.replies++
+			replies++
 			if full {
-				res.full++
+				fullReplies++
 			}
 		}
 	}
-	c.mu.Lock()
-	if len(c.probes) >= maxProbeMemory {
-		clear(c.probes)
-	}
-	c.probes[id] = res
-	c.mu.Unlock()
-	return out, nil
-}
-
-// HoldForTest marks id held with blocks blocks (test hook) and records the
-// last probe's replies for suppression, as a real fetch would.
-func (a *Agent) HoldForTest(id pccrc.SegmentID, blocks uint32) {
-	c := a.content
-	c.mu.Lock()
-	res := c.probes[id]
-	resp := c.responder
-	c.mu.Unlock()
-	c.overlay.Add(id, blocks)
 	if resp != nil {
-		resp.RecordFetch(id, res.replies, res.full)
+		resp.RecordFetch(id, replies, fullReplies)
 	}
+	return out, nil
 }
 
 func parseSegmentID(s string) (pccrc.SegmentID, error) {
@@ -231,8 +187,7 @@ func parseSegmentID(s string) (pccrc.SegmentID, error) {
 	return id, nil
 }
 
-// addContentRoutes registers /v1/probe and, with TestHooksEnv=1, the
-// debug hooks.
+// addContentRoutes registers /v1/probe and the cache routes.
 func (a *Agent) addContentRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+api.PathProbe, func(w http.ResponseWriter, r *http.Request) {
 		id, err := parseSegmentID(r.URL.Query().Get("segment"))
@@ -254,24 +209,5 @@ func (a *Agent) addContentRoutes(mux *http.ServeMux) {
 		}
 		writeJSON(w, r, http.StatusOK, out)
 	})
-	if os.Getenv(TestHooksEnv) != "1" {
-		return
-	}
-	mux.HandleFunc("/v1/debug/hold", func(w http.ResponseWriter, r *http.Request) {
-		var in struct {
-			Segment string `json:"segment"`
-			Blocks  uint32 `json:"blocks"`
-		}
-		if r.Method != http.MethodPost || json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&in) != nil {
-			writeError(w, r, http.StatusBadRequest, errors.New(`POST {"segment": HEX, "blocks": N}`))
-			return
-		}
-		id, err := parseSegmentID(in.Segment)
-		if err != nil {
-			writeError(w, r, http.StatusBadRequest, err)
-			return
-		}
-		a.HoldForTest(id, in.Blocks)
-		writeJSON(w, r, http.StatusOK, map[string]any{"held": in.Segment})
-	})
+	a.addCacheRoutes(mux)
 }

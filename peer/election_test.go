@@ -2,7 +2,6 @@ package peer_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -12,11 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redleader-p2p/redleader/config"
 	"github.com/redleader-p2p/redleader/election"
 	"github.com/redleader-p2p/redleader/peer"
 	"github.com/redleader-p2p/redleader/peer/api"
-	"github.com/redleader-p2p/redleader/peer/content"
 	"github.com/redleader-p2p/redleader/peer/peertest"
 )
 
@@ -284,38 +281,4 @@ func indexOf(agents []*peer.Agent, a *peer.Agent) int {
 		}
 	}
 	return -1
-}
-
-func TestProbeFindsHoldersOnTheSubnet(t *testing.T) {
-	peertest.MulticastOnLo(t)
-	port := peertest.FreeUDPPort(t)
-	agents := peertest.Start(t, 3, peertest.Options{Configure: func(i int, c *config.Config) {
-		c.Discovery.Enabled = true
-		c.Discovery.Port = port
-		c.Discovery.Group = "239.255.82.102"
-		c.Subnet = "127.0.0.0/8" // the XAddrs (127.0.0.1) must be on the prober's subnet
-	}})
-	var id content.SegmentID
-	id[0], id[31] = 0xAB, 0xCD
-	if got, err := agents[0].Probe(context.Background(), id, 4); err != nil || len(got.Matches) != 0 {
-		t.Fatalf("probe before anyone holds it: %+v %v", got, err)
-	}
-	agents[1].HoldForTest(id, 4)
-	agents[2].HoldForTest(id, 2)
-	got, err := agents[0].Probe(context.Background(), id, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got.Matches) != 2 {
-		t.Fatalf("matches = %+v, want the 2 holders", got.Matches)
-	}
-	full := 0
-	for _, m := range got.Matches {
-		if m.Full {
-			full++
-		}
-	}
-	if full != 1 {
-		t.Errorf("full replies = %d, want 1 (one holder has 2 of 4 blocks)", full)
-	}
 }
