@@ -1,5 +1,6 @@
-// Package peertest starts in-process clusters of real agents for tests:
-// real memberlist on 127.0.0.1 with port 0, data dirs in t.TempDir().
+// Package peertest starts in-process clusters of real agents for tests
+// (memberlist, Raft, peer port and local API on 127.0.0.1 with port 0,
+// data dirs in t.TempDir()).
 package peertest
 
 import (
