@@ -150,41 +150,6 @@ func TestSeedScenario(t *testing.T) {
 	expect(8, "M7")
 }
 
-func TestAppointeeThatNeverConfirms(t *testing.T) {
-	agents := peertest.Start(t, 3, peertest.Options{
-		AgentOptions: func(i int, o *peer.Options) { o.NeverConfirm = i == 2 },
-	})
-	bad := agents[2]
-	// Make the silent agent the obvious choice.
-	bad.SetRankInputs(peer.RankInputs{Priority: peer.PriorityForeground, Version: 1, Uptime: time.Hour})
-	// Another agent may lead until the silent one's inputs arrive; wait for
-	// the silent one to be appointed, time out and be marked.
-	peertest.Eventually(t, 30*time.Second, "silent appointee auto-marked", func() bool {
-		return agents[0].Election().State().Marked(bad.ID(), time.Now())
-	})
-	leader, _ := waitRedLeader(t, agents, 30*time.Second)
-	if leader == bad.ID() {
-		t.Fatal("an agent that never confirmed became Red Leader")
-	}
-	st := agents[0].Election().State()
-	m, _ := st.Mark(bad.ID())
-	if m.By != election.MarkAuto || m.Expires.IsZero() || !strings.Contains(m.Reason, "confirm") {
-		t.Errorf("mark = %+v, want an expiring auto mark about confirmation", m)
-	}
-	var appointed, warned bool
-	for _, e := range st.Events {
-		if e.Kind == election.EventAppoint && e.Node == bad.ID() {
-			appointed = true
-		}
-		if e.Node == bad.ID() && e.Severity == election.SeverityWarning {
-			warned = true
-		}
-	}
-	if !appointed || !warned {
-		t.Errorf("events lack the appointment (%v) or the warning (%v): %+v", appointed, warned, st.Events)
-	}
-}
-
 // apiCall sends a request to an agent's local API.
 func apiCall(t *testing.T, a *peer.Agent, method, path, token string, body any) (int, []byte) {
 	t.Helper()
