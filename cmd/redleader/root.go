@@ -72,7 +72,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	pf.StringVar(&g.api, "api", "", "local API address of the agent to talk to (default: api_addr from config)")
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 
-	root.AddCommand(agentCmd(g), statusCmd(g), membersCmd(g), configCmd(g), versionCmd(g), eventsCmd(g), nlmCmd(g), policyCmd(g), probeCmd(g), originCmd(g), hashCmd(g))
+	root.AddCommand(agentCmd(g), statusCmd(g), membersCmd(g), configCmd(g), versionCmd(g), eventsCmd(g), nlmCmd(g), policyCmd(g), probeCmd(g), originCmd(g), hashCmd(g), cacheCmd(g))
 	err := root.Execute()
 	if err == nil {
 		return exitOK
