@@ -62,7 +62,7 @@ func BenchmarkProbeFirstMatch(b *testing.B) {
 	for _, maxBackoff := range []time.Duration{DefaultMaxBackoff, time.Millisecond} {
 		b.Run("backoff="+maxBackoff.String(), func(b *testing.B) {
 			id := testSegment(0x3)
-			h := NewMemoryHolder()
+			h := newMemoryHolder()
 			h.Add(id, 512)
 			r := startResponder(b, h, nil, func(c *ResponderConfig) { c.MaxBackoff = maxBackoff; c.Rand = nil })
 			p := startProber(b, loopbackAddr(r), nil, func(c *ProberConfig) { c.Retransmits = 0 })

@@ -47,40 +47,6 @@ type Holder interface {
 	BlockCount(id content.SegmentID) (blocks uint32, ok bool)
 }
 
-// MemoryHolder is an in-memory Holder, safe for concurrent use: a test
-// hook to mark segments held until the content cache implements Holder.
-type MemoryHolder struct {
-	mu       sync.RWMutex
-	segments map[content.SegmentID]uint32
-}
-
-// NewMemoryHolder returns an empty MemoryHolder.
-func NewMemoryHolder() *MemoryHolder {
-	return &MemoryHolder{segments: map[content.SegmentID]uint32{}}
-}
-
-// Add marks id as held with the given number of blocks (0 removes it).
-func (h *MemoryHolder) Add(id content.SegmentID, blocks uint32) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if blocks == 0 {
-		delete(h.segments, id)
-		return
-	}
-	h.segments[id] = blocks
-}
-
-// Remove marks id as not held.
-func (h *MemoryHolder) Remove(id content.SegmentID) { h.Add(id, 0) }
-
-// BlockCount implements Holder.
-func (h *MemoryHolder) BlockCount(id content.SegmentID) (uint32, bool) {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	n, ok := h.segments[id]
-	return n, ok
-}
-
 // ResponderConfig configures a Responder. Start from
 // DefaultResponderConfig; zero values are taken literally.
 type ResponderConfig struct {

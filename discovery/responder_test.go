@@ -91,7 +91,7 @@ func startProber(t testing.TB, target netip.AddrPort, m *Metrics, edit func(*Pro
 func TestProberResponderLoopback(t *testing.T) {
 	verifyNoLeaks(t)
 	a, b, c := testSegment(0xa), testSegment(0xb), testSegment(0xc)
-	h := NewMemoryHolder()
+	h := newMemoryHolder()
 	h.Add(a, 512)
 	h.Add(c, 3)
 	rm, pm := NewMetrics(nil), NewMetrics(nil)
@@ -187,7 +187,7 @@ func TestResponderSuppression(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			id := testSegment(0x5)
-			h := NewMemoryHolder()
+			h := newMemoryHolder()
 			h.Add(id, 1)
 			m := NewMetrics(nil)
 			r := startResponder(t, h, m, func(c *ResponderConfig) { c.Rand = fixedRand(tt.u) })
@@ -290,7 +290,7 @@ func TestParseRejectsForeign(t *testing.T) {
 func TestForeignTraffic(t *testing.T) {
 	verifyNoLeaks(t)
 	id := testSegment(0x42)
-	h := NewMemoryHolder()
+	h := newMemoryHolder()
 	h.Add(id, 9)
 	reg := prometheus.NewPedanticRegistry()
 	m := NewMetrics(reg)
@@ -522,7 +522,7 @@ func TestConfigValidation(t *testing.T) {
 		c := DefaultResponderConfig()
 		c.XAddrs = staticXAddrs("127.0.0.1:1")
 		edit(&c)
-		_, err := NewResponder(c, NewMemoryHolder(), nil, nil)
+		_, err := NewResponder(c, newMemoryHolder(), nil, nil)
 		return err
 	}
 	tests := []struct {
@@ -579,7 +579,7 @@ func TestLifecycle(t *testing.T) {
 
 	// Cancelling the Start context stops everything.
 	ctx, cancel := context.WithCancel(context.Background())
-	r := startResponder(t, NewMemoryHolder(), nil, nil)
+	r := startResponder(t, newMemoryHolder(), nil, nil)
 	p2 := startProber(t, loopbackAddr(r), nil, nil)
 	_ = r.Close()
 	done := make(chan error, 1)
@@ -608,7 +608,7 @@ func TestStartCloseRace(t *testing.T) {
 		rc := DefaultResponderConfig()
 		rc.Port, rc.NoMulticast, rc.BindAddr = 0, true, netip.MustParseAddr("127.0.0.1")
 		rc.XAddrs = staticXAddrs("127.0.0.1:1")
-		r, err := NewResponder(rc, NewMemoryHolder(), nil, nil)
+		r, err := NewResponder(rc, newMemoryHolder(), nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -664,7 +664,7 @@ func TestMulticastLoopback(t *testing.T) {
 	lo := loMulticast(t)
 	verifyNoLeaks(t)
 	id := testSegment(0x77)
-	h := NewMemoryHolder()
+	h := newMemoryHolder()
 	h.Add(id, 4)
 	r := startResponder(t, h, nil, func(c *ResponderConfig) {
 		c.NoMulticast = false

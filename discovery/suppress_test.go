@@ -167,7 +167,7 @@ func TestBackoffRange(t *testing.T) {
 		cfg.MaxBackoff = maxB
 		cfg.Rand = rand.New(rand.NewPCG(7, uint64(maxB)))
 		cfg.XAddrs = staticXAddrs("127.0.0.1:1")
-		r, err := NewResponder(cfg, NewMemoryHolder(), nil, nil)
+		r, err := NewResponder(cfg, newMemoryHolder(), nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
