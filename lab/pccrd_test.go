@@ -3,8 +3,8 @@
 package lab_test
 
 // End-to-end tests of MS-PCCRD discovery (issue 4): real agents probing
-// each other over 239.255.255.250:3702 on lab bridges, with segments marked
-// held through the REDLEADER_TEST_HOOKS debug endpoint.
+// each other over 239.255.255.250:3702 on lab bridges, holding segments
+// pre-staged through the local API (POST /v1/cache, `redleader cache add`).
 
 import (
 	"bufio"
@@ -37,14 +37,58 @@ import (
 // them, so a reply is full when a prober asks for pccrdBlocks.
 const pccrdBlocks = 8
 
-// pccrdEnv is the environment of a discovery test agent: test hooks on,
-// and (voter=false) out of the Raft group to keep 41 agents cheap.
+// pccrdEnv is the environment of a discovery test agent: with voter=false
+// it stays out of the Raft group, to keep 41 agents cheap.
 func pccrdEnv(voter bool) []string {
-	env := []string{peer.TestHooksEnv + "=1"}
-	if !voter {
-		env = append(env, "REDLEADER_ELECTION_VOTER=never")
+	if voter {
+		return nil
 	}
-	return env
+	return []string{"REDLEADER_ELECTION_VOTER=never"}
+}
+
+// pccrdContent is a test content of one segment: its bytes, its content
+// information (v1, server secret of the passphrase "lab") and segment ID.
+type pccrdContent struct {
+	data []byte
+	ci   []byte
+	info *content.Info
+	id   string // segment ID, 64 lower-case hex digits
+}
+
+// newPCCRDContent returns random content of one segment of blocks blocks.
+func newPCCRDContent(tb testing.TB, blocks int) pccrdContent {
+	tb.Helper()
+	data := make([]byte, blocks*content.BlockSize)
+	if _, err := crand.Read(data); err != nil {
+		tb.Fatal(err)
+	}
+	info, err := content.Generate(context.Background(), bytes.NewReader(data), content.PassphraseSecret("lab"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pccrdContentOf(tb, data, info)
+}
+
+func pccrdContentOf(tb testing.TB, data []byte, info *content.Info) pccrdContent {
+	tb.Helper()
+	ci, err := info.MarshalBinary()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pccrdContent{data: data, ci: ci, info: info, id: info.Segments[0].ID.String()}
+}
+
+// prefix is the first blocks blocks of c with their range's content
+// information (as an MS-PCCRTP answer to a Range request carries it): a
+// holder that adds it holds the same segment, partly.
+func (c pccrdContent) prefix(tb testing.TB, blocks int) pccrdContent {
+	tb.Helper()
+	n := blocks * content.BlockSize
+	info, err := c.info.Slice(0, uint64(n))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pccrdContentOf(tb, c.data[:n], info)
 }
 
 // startPCCRDAgent starts an agent on h with env (any testing.TB, so that
@@ -59,7 +103,8 @@ func startPCCRDAgent(tb testing.TB, h *lab.Host, env []string) *agent {
 	return a
 }
 
-// newSegment returns a random segment ID as 64 upper-case hex digits.
+// newSegment returns a random segment ID (nobody holds it) as 64
+// upper-case hex digits.
 func newSegment(tb testing.TB) string {
 	tb.Helper()
 	var id content.SegmentID
@@ -87,10 +132,20 @@ func (a *agent) probe(seg string, blocks uint32) (api.ProbeResponse, error) {
 	return out, err
 }
 
-// hold marks seg held on a (debug hook), which also records a's last probe
-// of seg for reply suppression.
-func (a *agent) hold(seg string, blocks uint32) error {
-	_, err := a.call(http.MethodPost, "/v1/debug/hold", "", map[string]any{"segment": seg, "blocks": blocks}, nil)
+// hold adds c to a's cache through its API, as `redleader cache add`
+// does. (a's last probe of the segment, recorded when it probed, is the
+// input of its reply suppression.)
+func (a *agent) hold(c pccrdContent) error {
+	tok, err := peer.ReadToken(a.dir)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := a.client(api.WithToken(tok)).CacheAdd(ctx, c.ci, bytes.NewReader(c.data))
+	if err == nil && (len(res.Segments) != 1 || res.Segments[0].Segment != c.id || res.VerifiedBlocks == 0) {
+		err = fmt.Errorf("cache add answered %+v", res)
+	}
 	return err
 }
 
@@ -183,16 +238,18 @@ func waitProbeReady(tb testing.TB, agents []*agent, d time.Duration) time.Durati
 }
 
 // TestLabPCCRD40 is the issue's reply-suppression scenario on one bridge:
-// 40 agents, one after another, probe for a segment, then hold it; a 41st
-// probes and hears at most 15 (not 40) of them.
+// 40 agents, one after another, probe for a segment, then add it to their
+// cache (POST /v1/cache); a 41st probes and hears at most 15 (not 40) of
+// them.
 //
 // With n = 10 and every reply full, the rule is deterministic: agent k
 // (k = 1..10) hears k-1 < n holders and always answers; agent 11 hears the
 // 10 always-answerers, records 10 replies of which 10 full and never
 // answers, and so does every later agent. The 41st hears exactly 10. The
 // probabilistic branch (p = 0.33) applies only to agents that saw ≥ n
-// replies of which < n full: the "partial" subtest probes asking for more
-// blocks than anyone holds, so every reply is partial, and the 41st hears
+// replies of which < n full: in the "partial" subtest every holder holds 8
+// blocks of a 9-block segment (added with a range's content information)
+// and probers ask for 9, so every reply is partial, and the 41st hears
 // 10 + Binomial(30, 0.33) ≈ 20.
 func TestLabPCCRD40(t *testing.T) {
 	if testing.Short() {
@@ -216,8 +273,10 @@ func TestLabPCCRD40(t *testing.T) {
 	t.Logf("%d agents up in %v", n, time.Since(start))
 	t.Logf("discovery ready after %v more", waitProbeReady(t, agents, 30*time.Second))
 
-	run := func(t *testing.T, askBlocks uint32) (counts []int, last api.ProbeResponse) {
-		seg := newSegment(t)
+	// run: agents 1..40 probe for c's segment asking for askBlocks, then
+	// hold c; agent 41 probes last.
+	run := func(t *testing.T, c pccrdContent, askBlocks uint32) (counts []int, last api.ProbeResponse) {
+		seg := c.id
 		var line strings.Builder
 		for i, a := range agents[:n-1] {
 			r, err := a.probe(seg, askBlocks)
@@ -226,7 +285,7 @@ func TestLabPCCRD40(t *testing.T) {
 			}
 			counts = append(counts, len(r.Matches))
 			fmt.Fprintf(&line, " %d:%d/%d", i+1, len(r.Matches), fullCount(r))
-			if err := a.hold(seg, pccrdBlocks); err != nil {
+			if err := a.hold(c); err != nil {
 				t.Fatalf("%s hold: %v", a.h.Name, err)
 			}
 		}
@@ -241,7 +300,7 @@ func TestLabPCCRD40(t *testing.T) {
 
 	t.Run("full", func(t *testing.T) {
 		before := sumMetrics(t, agents[:n-1])
-		counts, last := run(t, pccrdBlocks)
+		counts, last := run(t, newPCCRDContent(t, pccrdBlocks), pccrdBlocks)
 		after := sumMetrics(t, agents[:n-1])
 		got := len(last.Matches)
 		if got < 1 || got > 15 {
@@ -269,7 +328,10 @@ func TestLabPCCRD40(t *testing.T) {
 	})
 
 	t.Run("partial", func(t *testing.T) {
-		counts, last := run(t, pccrdBlocks+1)
+		// Holders add the first 8 blocks of a 9-block segment (a range's
+		// content information); probers ask for all 9.
+		whole := newPCCRDContent(t, pccrdBlocks+1)
+		counts, last := run(t, whole.prefix(t, pccrdBlocks), pccrdBlocks+1)
 		got := len(last.Matches)
 		// 10 always answer; 30 answer with p = 0.33: mean 19.9, sd 2.6.
 		// 11..30 fails with probability < 1e-4 when no reply is lost.
@@ -277,7 +339,7 @@ func TestLabPCCRD40(t *testing.T) {
 			t.Errorf("agent %d heard %d partial replies, want 11..30 (10 + Binomial(30, 0.33))", n, got)
 		}
 		if fullCount(last) != 0 {
-			t.Errorf("%d full replies, want none (asked for more blocks than held)", fullCount(last))
+			t.Errorf("%d full replies, want none (every holder has 8 of 9 blocks)", fullCount(last))
 		}
 		t.Logf("mean replies heard by agents 12..40: %.1f (model 10 + 0.33 x (k-11))", mean(counts[11:]))
 	})
@@ -388,8 +450,9 @@ func TestLabPCCRDOtherSubnet(t *testing.T) {
 	listener, relay := l.AddHost(1), l.AddHost(2) // test sockets only
 	agents := []*agent{prober, far, farProber}
 	waitProbeReady(t, agents, 30*time.Second)
-	seg := newSegment(t)
-	if err := far.hold(seg, pccrdBlocks); err != nil {
+	c := newPCCRDContent(t, pccrdBlocks)
+	seg := c.id
+	if err := far.hold(c); err != nil {
 		t.Fatal(err)
 	}
 
@@ -600,9 +663,10 @@ func TestLabPCCRDForeignTraffic(t *testing.T) {
 	other := startPCCRDAgent(t, l.AddHost(1), pccrdEnv(true))
 	sender := l.AddHost(1)
 	waitProbeReady(t, []*agent{target, other}, 30*time.Second)
-	seg := newSegment(t)
+	c := newPCCRDContent(t, pccrdBlocks)
+	seg := c.id
 	id := mustSegmentID(t, seg)
-	if err := target.hold(seg, pccrdBlocks); err != nil {
+	if err := target.hold(c); err != nil {
 		t.Fatal(err)
 	}
 	if r, err := other.probe(seg, pccrdBlocks); err != nil || len(r.Matches) != 1 {
@@ -735,9 +799,10 @@ func benchLabProbe(b *testing.B, holderEnv string) {
 		agents[i] = startPCCRDAgent(b, l.AddHost(1), env)
 	}
 	waitProbeReady(b, agents, 30*time.Second)
-	seg := newSegment(b)
+	c := newPCCRDContent(b, pccrdBlocks)
+	seg := c.id
 	for _, h := range agents[1:] {
-		if err := h.hold(seg, pccrdBlocks); err != nil {
+		if err := h.hold(c); err != nil {
 			b.Fatal(err)
 		}
 	}
