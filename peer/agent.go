@@ -370,7 +370,10 @@ func (a *Agent) startBeaconLocked() error {
 	if err != nil {
 		return err
 	}
-	b.Start(a.ctx)
+	if err := b.Start(a.ctx); err != nil {
+		b.Close()
+		return err
+	}
 	a.beacon = b
 	return nil
 }
