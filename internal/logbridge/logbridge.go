@@ -2,6 +2,12 @@
 // memberlist (a standard *log.Logger writing "[LEVEL] text" lines) to
 // log/slog, at their real level and without a timestamp of their own:
 // the slog handler adds the one timestamp.
+//
+// Lines at WARN and above are rate-limited, because what remote hosts send
+// causes them (memberlist logs one ERROR per bad datagram, Raft one per bad
+// connection): at most LimitBurst lines of one kind per LimitEvery, and the
+// next line of that kind carries suppressed=N (internal/ratelog). A line's
+// kind is LimitKey of its message, which leaves out addresses and details.
 package logbridge
 
 import (
@@ -12,9 +18,39 @@ import (
 	"log/slog"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/redleader-p2p/redleader/internal/ratelog"
 )
+
+// The rate limit of WARN and ERROR lines: LimitBurst lines of one kind per
+// LimitEvery. Lower hides more of a real problem's detail (the count of
+// what was left out is always logged); higher lets a flood through.
+const (
+	LimitEvery = time.Minute
+	LimitBurst = 1
+)
+
+// LimitKey is the kind of a message, for rate limiting: its text up to the
+// first variable part (a digit, a quote, a bracket, '=' or ':'), after an
+// optional "component: " prefix. "memberlist: discarding packet with
+// unacceptable label \"x\": from=10.0.0.9:7946" and the same line from
+// another address share the key "memberlist: discarding packet with
+// unacceptable label".
+func LimitKey(msg string) string {
+	prefix := ""
+	if i := strings.Index(msg, ": "); i > 0 && !strings.ContainsAny(msg[:i], " \"'=()[]{}0123456789") {
+		prefix, msg = msg[:i+2], msg[i+2:]
+	}
+	if j := strings.IndexAny(msg, "0123456789\"'`()[]{}<=:%"); j >= 0 {
+		msg = msg[:j]
+	}
+	return prefix + strings.TrimSpace(msg)
+}
+
+func newLimiter(l *slog.Logger) *ratelog.Logger { return ratelog.New(l, LimitEvery, LimitBurst) }
 
 // LevelTrace is where hclog's Trace lines go: below slog's Debug.
 const LevelTrace = slog.LevelDebug - 4
@@ -38,13 +74,16 @@ func SlogLevel(l hclog.Level) slog.Level {
 // HCLog returns an hclog.Logger that logs to l. The slog handler decides
 // what is enabled; SetLevel can raise the floor further (hclog.Off mutes
 // it). Key/value arguments become slog attributes; the logger's name, if
-// any (from Named), is the attribute "logger".
+// any (from Named), is the attribute "logger". WARN and ERROR lines are
+// rate-limited (see the package doc); a derived logger (With, Named) has a
+// budget of its own.
 func HCLog(l *slog.Logger) hclog.Logger {
-	return &hcLogger{l: l, floor: new(atomic.Int32)}
+	return &hcLogger{l: l, limit: newLimiter(l), floor: new(atomic.Int32)}
 }
 
 type hcLogger struct {
 	l       *slog.Logger
+	limit   *ratelog.Logger // l's WARN and ERROR lines
 	name    string
 	implied []any
 	floor   *atomic.Int32 // hclog.Level; shared with the loggers derived from this one
@@ -54,6 +93,10 @@ var _ hclog.Logger = (*hcLogger)(nil)
 
 func (h *hcLogger) Log(level hclog.Level, msg string, args ...any) {
 	if level == hclog.Off || !h.enabled(level) {
+		return
+	}
+	if sl := SlogLevel(level); sl >= slog.LevelWarn {
+		h.limit.Log(sl, LimitKey(msg), msg, attrsAny(args)...)
 		return
 	}
 	h.l.LogAttrs(context.Background(), SlogLevel(level), msg, attrs(args)...)
@@ -87,6 +130,7 @@ func (h *hcLogger) With(args ...any) hclog.Logger {
 	c := *h
 	c.implied = append(append([]any(nil), h.implied...), args...)
 	c.l = h.l.With(attrsAny(args)...)
+	c.limit = newLimiter(c.l)
 	return &c
 }
 
@@ -106,6 +150,7 @@ func (h *hcLogger) ResetNamed(name string) hclog.Logger {
 	c := *h
 	c.name = name
 	c.l = h.l.With("logger", name)
+	c.limit = newLimiter(c.l)
 	return &c
 }
 
@@ -132,7 +177,7 @@ func (h *hcLogger) StandardLogger(opts *hclog.StandardLoggerOptions) *log.Logger
 
 // StandardWriter is StandardLogger's writer.
 func (h *hcLogger) StandardWriter(opts *hclog.StandardLoggerOptions) io.Writer {
-	w := &Writer{l: h.l}
+	w := &Writer{l: h.l, limit: h.limit}
 	if opts != nil {
 		w.infer = opts.InferLevels || opts.InferLevelsWithTimestamp
 		if opts.ForceLevel != hclog.NoLevel {
@@ -198,16 +243,22 @@ func value(v any) any {
 // each Write is one line "[LEVEL] text", possibly after a timestamp.
 // It logs the text, without the timestamp and the level tag, at the
 // tag's level: [TRACE], [DEBUG], [INFO], [WARN], [ERR] or [ERROR]. A line
-// without a tag is logged whole at Info.
+// without a tag is logged whole at Info. Lines at WARN and above are
+// rate-limited by LimitKey (see the package doc).
 type Writer struct {
 	l      *slog.Logger
+	limit  *ratelog.Logger
 	infer  bool // read the level from the tag (else log at force)
 	force  slog.Level
 	forced bool
 }
 
 // NewWriter returns a Writer that infers each line's level from its tag.
-func NewWriter(l *slog.Logger) *Writer { return &Writer{l: l, infer: true} }
+func NewWriter(l *slog.Logger) *Writer { return newWriter(l, LimitEvery, LimitBurst) }
+
+func newWriter(l *slog.Logger, every time.Duration, burst int) *Writer {
+	return &Writer{l: l, limit: ratelog.New(l, every, burst), infer: true}
+}
 
 // StdLogger returns a *log.Logger without flags (no timestamp of its own)
 // writing through NewWriter(l): what memberlist.Config.Logger takes.
@@ -221,6 +272,10 @@ func (w *Writer) Write(b []byte) (int, error) {
 	}
 	if w.forced {
 		level = w.force
+	}
+	if level >= slog.LevelWarn {
+		w.limit.Log(level, LimitKey(msg), msg)
+		return len(b), nil
 	}
 	w.l.Log(context.Background(), level, msg)
 	return len(b), nil

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log"
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -183,5 +186,113 @@ func TestHCLogStandardLogger(t *testing.T) {
 				t.Fatalf("got %v, want one record %s %q", got, tt.level, tt.msg)
 			}
 		})
+	}
+}
+
+func TestLimitKey(t *testing.T) {
+	tests := []struct{ msg, key string }{
+		{`memberlist: discarding packet with unacceptable label "": from=10.77.1.12:40000`,
+			"memberlist: discarding packet with unacceptable label"},
+		{`memberlist: discarding packet with unacceptable label "x": from=[fe80::1]:7946`,
+			"memberlist: discarding packet with unacceptable label"},
+		{"memberlist: UDP packet too short (3 bytes) from=10.0.0.1:1", "memberlist: UDP packet too short"},
+		{"memberlist: Got invalid checksum for UDP packet: 1f, 2e", "memberlist: Got invalid checksum for UDP packet"},
+		{"memberlist: Failed to send gossip to 10.0.0.2:7946: no route", "memberlist: Failed to send gossip to"},
+		{"memberlist: msg type (12) not supported from=10.0.0.1:9", "memberlist: msg type"},
+		{"failed to decode incoming command", "failed to decode incoming command"},
+		{"no component prefix: then a detail", "no component prefix"},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		if got := LimitKey(tt.msg); got != tt.key {
+			t.Errorf("LimitKey(%q) = %q, want %q", tt.msg, got, tt.key)
+		}
+	}
+}
+
+// countBy counts records by level and message prefix.
+func countBy(recs []map[string]any, level, prefix string) (n int, suppressed []any) {
+	for _, r := range recs {
+		if r["level"] == level && strings.HasPrefix(r["msg"].(string), prefix) {
+			n++
+			if s, ok := r["suppressed"]; ok {
+				suppressed = append(suppressed, s)
+			}
+		}
+	}
+	return n, suppressed
+}
+
+func TestWriterRateLimitsWarnAndAbove(t *testing.T) {
+	const every = 200 * time.Millisecond
+	l, records := capture(t, slog.LevelDebug)
+	std := log.New(newWriter(l.With("component", "memberlist"), every, 1), "", 0)
+	start := time.Now()
+	for i := range 500 { // junk from 500 addresses: one kind
+		std.Printf("[ERR] memberlist: discarding packet with unacceptable label %q: from=10.0.%d.%d:%d", "", i/250, i%250, 40000+i)
+	}
+	for i := range 3 {
+		std.Printf("[WARN] memberlist: Got invalid checksum for UDP packet: %x, %x", i, i+1)
+		std.Printf("[DEBUG] memberlist: Stream connection from=10.0.0.%d:1", i) // below WARN: never limited
+	}
+	got := records()
+	if time.Since(start) >= every {
+		t.Skip("too slow to stay inside one period")
+	}
+	for _, c := range []struct {
+		level, prefix string
+		want          int
+	}{
+		{"ERROR", "memberlist: discarding packet", 1},
+		{"WARN", "memberlist: Got invalid checksum", 1},
+		{"DEBUG", "memberlist: Stream connection", 3},
+	} {
+		if n, supp := countBy(got, c.level, c.prefix); n != c.want || len(supp) != 0 {
+			t.Errorf("%s %q: %d lines (suppressed attrs %v), want %d without", c.level, c.prefix, n, supp, c.want)
+		}
+	}
+	if got[0]["component"] != "memberlist" {
+		t.Errorf("component attribute lost: %v", got[0])
+	}
+	time.Sleep(every)
+	std.Printf("[ERR] memberlist: discarding packet with unacceptable label %q: from=10.9.9.9:1", "")
+	got = records()
+	if n, supp := countBy(got, "ERROR", "memberlist: discarding packet"); n != 1 || len(supp) != 1 || supp[0] != float64(499) {
+		t.Fatalf("after the period: %d lines, suppressed %v; want 1 line with suppressed=499 (%v)", n, supp, got)
+	}
+}
+
+func TestHCLogRateLimitsWarnAndAbove(t *testing.T) {
+	l, records := capture(t, LevelTrace)
+	h := HCLog(l).Named("raft")
+	for i := range 50 {
+		h.Error("failed to decode incoming command", "error", fmt.Sprintf("junk %d", i))
+		h.Warn("failed to contact", "server-id", i)
+		h.Info("entering follower state", "term", i)
+	}
+	got := records()
+	for _, c := range []struct {
+		level, msg string
+		want       int
+	}{
+		{"ERROR", "failed to decode incoming command", 1},
+		{"WARN", "failed to contact", 1},
+		{"INFO", "entering follower state", 50},
+	} {
+		if n, _ := countBy(got, c.level, c.msg); n != c.want {
+			t.Errorf("%s %q: %d lines, want %d", c.level, c.msg, n, c.want)
+		}
+	}
+	// The line let through keeps its attributes and the logger's name.
+	n, _ := countBy(got, "ERROR", "failed to decode")
+	for _, r := range got {
+		if r["level"] == "ERROR" && (r["error"] != "junk 0" || r["logger"] != "raft") {
+			t.Errorf("limited line lost attributes: %v", r)
+		}
+	}
+	// A derived logger has a budget of its own.
+	h.With("cluster", "c2").Error("failed to decode incoming command")
+	if m, _ := countBy(records(), "ERROR", "failed to decode"); n != 1 || m != 1 {
+		t.Errorf("derived logger: %d lines, want 1", m)
 	}
 }

@@ -64,6 +64,12 @@ func (l *Logger) Info(key, msg string, args ...any) { l.logAt(slog.LevelInfo, ke
 // Warn logs at warn level, rate-limited by key.
 func (l *Logger) Warn(key, msg string, args ...any) { l.logAt(slog.LevelWarn, key, msg, args) }
 
+// Error logs at error level, rate-limited by key.
+func (l *Logger) Error(key, msg string, args ...any) { l.logAt(slog.LevelError, key, msg, args) }
+
+// Log logs at level, rate-limited by key.
+func (l *Logger) Log(level slog.Level, key, msg string, args ...any) { l.logAt(level, key, msg, args) }
+
 // logAt must be called directly by the exported methods: it reports their
 // caller as the line's source.
 func (l *Logger) logAt(level slog.Level, key, msg string, args []any) {
@@ -77,7 +83,7 @@ func (l *Logger) logAt(level slog.Level, key, msg string, args []any) {
 		return
 	}
 	var pcs [1]uintptr
-	runtime.Callers(3, pcs[:]) // skip Callers, logAt and Debug/Info/Warn
+	runtime.Callers(3, pcs[:]) // skip Callers, logAt and Debug/Info/Warn/Error/Log
 	r := slog.NewRecord(now, level, msg, pcs[0])
 	r.Add(args...)
 	if suppressed > 0 {

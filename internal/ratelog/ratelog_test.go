@@ -135,13 +135,15 @@ func TestLevels(t *testing.T) {
 	// Levels share a key's budget.
 	l.Info("k", "info")
 	l.Warn("k", "warn")
+	l.Error("k", "error")
+	l.Log(slog.LevelError, "k", "error")
 	if got := h.take(); len(got) != 0 {
 		t.Fatalf("burst 1 exceeded: %+v", got)
 	}
 	clk.add(time.Minute)
 	l.Info("k", "info")
-	if got := h.take(); len(got) != 1 || got[0].level != slog.LevelInfo || got[0].attrs["suppressed"] != int64(2) {
-		t.Fatalf("lines = %+v, want one info line with suppressed=2", got)
+	if got := h.take(); len(got) != 1 || got[0].level != slog.LevelInfo || got[0].attrs["suppressed"] != int64(4) {
+		t.Fatalf("lines = %+v, want one info line with suppressed=4", got)
 	}
 }
 
@@ -152,9 +154,16 @@ func TestSourceIsCaller(t *testing.T) {
 	l.Debug("debug", "m")
 	l.Info("info", "m")
 	l.Warn("warn", "m")
+	l.Error("error", "m")
+	l.Log(slog.LevelWarn+2, "log", "m")
 	got := h.take()
-	if len(got) != 3 {
-		t.Fatalf("%d lines, want 3", len(got))
+	if len(got) != 5 {
+		t.Fatalf("%d lines, want 5", len(got))
+	}
+	for i, want := range []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError, slog.LevelWarn + 2} {
+		if got[i].level != want {
+			t.Errorf("line %d at %v, want %v", i, got[i].level, want)
+		}
 	}
 	for _, ln := range got {
 		if ln.file != "ratelog_test.go" {
