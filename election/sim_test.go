@@ -3,10 +3,8 @@ package election
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"path/filepath"
 	"slices"
@@ -17,36 +15,28 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 
 	"github.com/redleader-p2p/redleader/config"
 	"github.com/redleader-p2p/redleader/internal/sublisten"
+	"github.com/redleader-p2p/redleader/internal/wait"
 )
 
-// Scale simulations, in two parts, because 1,000 memberlist instances do
-// not fit on a 2-core test machine (their join alone is O(n²) messages and
-// took over 5 minutes here):
+// The in-memory subnet: real election.Nodes (real Raft with bolt stores
+// for the voters and standbys, real cluster RPC over HTTP, real state
+// pulls) on in-memory pipes that count what every host writes, with an
+// ideal shared member table as gossip: a head a node publishes reaches
+// every other node a delay later, all at once (the worst case for pull
+// bursts).
 //
-//   - BenchmarkElectionSim1000: 1,000 real election.Nodes (real Raft with
-//     bolt stores for the voters and standbys, real cluster RPC over HTTP,
-//     real state pulls) on in-memory pipes that count what every host
-//     writes. Gossip is an ideal shared member table: a head a node
-//     publishes reaches every other node simGossipDelay later, all at once
-//     (the worst case for pull bursts). It counts head publications.
-//   - BenchmarkGossipSim: real memberlist pools on an in-memory transport
-//     that counts each member's bytes, with the agent's metadata layout
-//     (peer/meta.go), for the steady gossip rate and the cost of one head
-//     (metadata) update, scaled to 1,000 members by memberlist's
-//     retransmit limit.
+// BenchmarkElectionSim1000 runs 1,000 of them. 1,000 memberlist instances
+// do not fit on a 2-core test machine (their join alone is O(n²) messages
+// and took over 5 minutes here), so the gossip side is measured apart, on
+// 200 real memberlist pools: peer's BenchmarkGossipSim. The Node tests
+// (node_test.go) run a handful of nodes on the same network.
 
 const (
-	simSubnet     = "10.99.0.0/16" // memberlist label, as the agent sets it
-	simGossipPort = 7946
-	simPeerPort   = 7381
-	// simPacketQueue is each member's receive queue; a full queue drops
-	// the datagram, as a full UDP socket buffer does.
-	simPacketQueue = 512
+	simPeerPort = 7381
 	// simGossipDelay is how long a head takes to reach everyone through
 	// memberlist on a 1,000-member LAN (about log₃(1000) gossip rounds of
 	// 200 ms).
@@ -73,87 +63,34 @@ func (s *simNet) lookup(addr string) *simHost {
 	return s.hosts[host]
 }
 
-// simHost is one simulated machine: its gossip endpoint, its peer port and
-// what it wrote to the wire.
+// simHost is one simulated machine: its peer port and what it wrote to
+// the wire.
 type simHost struct {
-	i    int
-	id   string
-	ip   net.IP
-	net  *simNet
-	done chan struct{}
+	i      int
+	id     string
+	ip     net.IP
+	net    *simNet
+	raftLn *sublisten.Listener // Raft instances take it through Sub, as on the peer port
+	rpcLn  *sublisten.Listener
 
-	packets chan *memberlist.Packet
-	streams chan net.Conn
-	raftLn  *sublisten.Listener // Raft instances take it through Sub, as on the peer port
-	rpcLn   *sublisten.Listener
+	// cut makes every dial from this host fail: its check-ins, pulls,
+	// forwarded commands and Raft requests never leave it. Connections
+	// others open to it still work.
+	cut atomic.Bool
 
-	gossipBytes   atomic.Int64 // UDP payloads and TCP stream bytes memberlist wrote
-	gossipPackets atomic.Int64
-	gossipDrops   atomic.Int64
-	rpcServed     atomic.Int64 // bytes this host wrote as an RPC server
-	pullsServed   atomic.Int64 // GET /rpc/state requests this host received
-	raftBytes     atomic.Int64 // bytes this host wrote on Raft connections
+	rpcServed   atomic.Int64 // bytes this host wrote as an RPC server
+	pullsServed atomic.Int64 // GET /rpc/state requests this host received
+	raftBytes   atomic.Int64 // bytes this host wrote on Raft connections
 
-	pool *simPool
 	node *Node
 }
 
 func newSimHost(n *simNet, i int) *simHost {
 	ip := net.IPv4(10, 99, byte(i>>8), byte(i))
-	h := &simHost{
-		i: i, id: uuid.NewString(), ip: ip, net: n, done: make(chan struct{}),
-		packets: make(chan *memberlist.Packet, simPacketQueue),
-		streams: make(chan net.Conn, 16),
-	}
+	h := &simHost{i: i, id: uuid.NewString(), ip: ip, net: n}
 	h.raftLn = sublisten.New(&net.TCPAddr{IP: ip, Port: simPeerPort}, 64, nil)
 	h.rpcLn = sublisten.New(&net.TCPAddr{IP: ip, Port: simPeerPort}, 64, nil)
 	return h
-}
-
-// simGossip is a host's memberlist transport.
-type simGossip struct{ h *simHost }
-
-func (g simGossip) FinalAdvertiseAddr(string, int) (net.IP, int, error) {
-	return g.h.ip, simGossipPort, nil
-}
-
-func (g simGossip) WriteTo(b []byte, addr string) (time.Time, error) {
-	dst := g.h.net.lookup(addr)
-	if dst == nil {
-		return time.Time{}, fmt.Errorf("%w: %s", errSimUnreachable, addr)
-	}
-	g.h.gossipBytes.Add(int64(len(b)))
-	g.h.gossipPackets.Add(1)
-	now := time.Now()
-	select {
-	case dst.packets <- &memberlist.Packet{Buf: b, From: &net.UDPAddr{IP: g.h.ip, Port: simGossipPort}, Timestamp: now}:
-	default:
-		g.h.gossipDrops.Add(1)
-	}
-	return now, nil
-}
-
-func (g simGossip) PacketCh() <-chan *memberlist.Packet { return g.h.packets }
-func (g simGossip) StreamCh() <-chan net.Conn           { return g.h.streams }
-func (g simGossip) Shutdown() error                     { return nil }
-
-func (g simGossip) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
-	dst := g.h.net.lookup(addr)
-	if dst == nil {
-		return nil, fmt.Errorf("%w: %s", errSimUnreachable, addr)
-	}
-	c1, c2 := net.Pipe()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case dst.streams <- &countConn{Conn: c2, written: &dst.gossipBytes}:
-		return &countConn{Conn: c1, written: &g.h.gossipBytes}, nil
-	case <-dst.done:
-	case <-t.C:
-	}
-	c1.Close()
-	c2.Close()
-	return nil, fmt.Errorf("%w: %s refused the stream", errSimUnreachable, addr)
 }
 
 // simPeer is a host's election transport (its peer port).
@@ -164,6 +101,9 @@ func (p simPeer) RPCListener() net.Listener  { return p.h.rpcLn }
 func (p simPeer) Advertise() net.Addr        { return p.h.raftLn.Addr() }
 
 func (p simPeer) Dial(ctx context.Context, addr string, rpc bool) (net.Conn, error) {
+	if p.h.cut.Load() {
+		return nil, fmt.Errorf("%w: %s (this host's dials are cut)", errSimUnreachable, addr)
+	}
 	dst := p.h.net.lookup(addr)
 	if dst == nil {
 		return nil, fmt.Errorf("%w: %s", errSimUnreachable, addr)
@@ -205,151 +145,14 @@ func (c *countConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// simMeta is the agent's gossip metadata (peer/meta.go, version 1): same
-// fields, same layout, so the same size on the wire.
-type simMeta struct {
-	Priority  Priority
-	Version   uint8
-	Progress  uint64
-	Boot      time.Time
-	PeerPort  uint16
-	Name      string
-	Location  string
-	Subnet    string
-	Class     uint8
-	Role      uint8
-	Index     uint64
-	ClusterID string
-}
-
-func (m simMeta) encode() []byte {
-	b := []byte{1, 0, byte(m.Priority), m.Version}
-	b = binary.BigEndian.AppendUint64(b, m.Progress)
-	b = binary.BigEndian.AppendUint64(b, uint64(m.Boot.UnixMilli()))
-	b = binary.BigEndian.AppendUint16(b, m.PeerPort)
-	for _, s := range []string{m.Name, m.Location, m.Subnet} {
-		b = append(append(b, byte(len(s))), s...)
-	}
-	b = append(b, m.Class, m.Role)
-	b = binary.BigEndian.AppendUint64(b, m.Index)
-	return append(append(b, byte(len(m.ClusterID))), m.ClusterID...)
-}
-
-func decodeSimMeta(b []byte) (simMeta, error) {
-	const fixed = 22
-	if len(b) < fixed {
-		return simMeta{}, fmt.Errorf("sim meta: %d bytes", len(b))
-	}
-	m := simMeta{Priority: Priority(b[2]), Version: b[3], Progress: binary.BigEndian.Uint64(b[4:]),
-		Boot: time.UnixMilli(int64(binary.BigEndian.Uint64(b[12:]))), PeerPort: binary.BigEndian.Uint16(b[20:])}
-	rest := b[fixed:]
-	str := func() string {
-		if len(rest) < 1 || len(rest) < 1+int(rest[0]) {
-			rest = nil
-			return ""
-		}
-		s := string(rest[1 : 1+rest[0]])
-		rest = rest[1+rest[0]:]
-		return s
-	}
-	m.Name, m.Location, m.Subnet = str(), str(), str()
-	if len(rest) < 10 {
-		return simMeta{}, errors.New("sim meta: truncated head")
-	}
-	m.Class, m.Role, m.Index = rest[0], rest[1], binary.BigEndian.Uint64(rest[2:])
-	rest = rest[10:]
-	m.ClusterID = str()
-	return m, nil
-}
-
-// simPool is a host's gossip pool in BenchmarkGossipSim: memberlist's
-// delegates, like peer's pool.
-type simPool struct {
-	h    *simHost
-	ml   *memberlist.Memberlist
-	kick chan struct{}
-
-	mu      sync.Mutex
-	meta    simMeta
-	members map[string]Member
-}
-
-func (p *simPool) NodeMeta(limit int) []byte {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	b := p.meta.encode()
-	if len(b) > limit {
-		return nil
-	}
-	return b
-}
-
-func (p *simPool) NotifyMsg([]byte)                           {}
-func (p *simPool) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (p *simPool) LocalState(join bool) []byte                { return nil }
-func (p *simPool) MergeRemoteState(buf []byte, join bool)     {}
-
-func (p *simPool) NotifyJoin(n *memberlist.Node)   { p.put(n, StatusAlive, true) }
-func (p *simPool) NotifyUpdate(n *memberlist.Node) { p.put(n, StatusAlive, false) }
-func (p *simPool) NotifyLeave(n *memberlist.Node)  { p.put(n, StatusDead, true) }
-
-func (p *simPool) put(n *memberlist.Node, status MemberStatus, since bool) {
-	meta, err := decodeSimMeta(n.Meta)
-	if err != nil {
-		return
-	}
-	now := time.Now()
-	m := Member{
-		Node: n.Name, RaftAddr: net.JoinHostPort(n.Addr.String(), fmt.Sprint(meta.PeerPort)),
-		Status: status, Since: now,
-		Head:     Head{ClusterID: meta.ClusterID, Index: meta.Index, Role: Role(meta.Role)},
-		Priority: meta.Priority, Version: int(meta.Version), Progress: meta.Progress,
-		Uptime: time.Since(meta.Boot), Class: MachineClass(meta.Class),
-	}
-	p.mu.Lock()
-	if old, ok := p.members[m.Node]; ok && !since {
-		m.Since = old.Since
-	}
-	p.members[m.Node] = m
-	p.mu.Unlock()
-}
-
-// size counts the members the pool lists.
-func (p *simPool) size() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.members)
-}
-
-// setIndex publishes a new head index, as the agent's SetHead does.
-func (p *simPool) setIndex(i uint64) {
-	p.mu.Lock()
-	p.meta.Index = i
-	p.mu.Unlock()
-	select {
-	case p.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (p *simPool) metaLoop() {
-	for {
-		select {
-		case <-p.h.done:
-			return
-		case <-p.kick:
-		}
-		_ = p.ml.UpdateNode(time.Second)
-	}
-}
-
-// simTable is the ideal gossip of BenchmarkElectionSim1000: one member
-// table that every node reads. A head a node publishes reaches all readers
-// simGossipDelay later, at once. Members returns a shared snapshot, rebuilt
-// only after a change (the election never modifies it).
+// simTable is the ideal gossip: one member table that every node reads.
+// A head a node publishes reaches all readers delay later, at once.
+// Members returns a shared snapshot, rebuilt only after a change (the
+// election never modifies it).
 type simTable struct {
-	net  *simNet
-	done chan struct{}
+	net   *simNet
+	done  chan struct{}
+	delay time.Duration // how long a published head takes to reach the readers; set before start
 
 	mu      sync.Mutex
 	members map[string]Member
@@ -376,6 +179,17 @@ func (t *simTable) snapshot() []Member {
 	return t.snap
 }
 
+// update changes node's member record (ranking inputs, status…), as a
+// gossip update would; readers see it at once.
+func (t *simTable) update(node string, f func(*Member)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m := t.members[node]
+	f(&m)
+	t.members[node] = m
+	t.snap = nil
+}
+
 func (t *simTable) setHead(node string, h Head) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -395,7 +209,7 @@ func (v simView) Members() []Member { return v.t.snapshot() }
 
 func (v simView) SetHead(h Head) {
 	v.t.net.headUpdates.Add(1)
-	time.AfterFunc(simGossipDelay, func() {
+	time.AfterFunc(v.t.delay, func() {
 		select {
 		case <-v.t.done:
 		default:
@@ -406,16 +220,15 @@ func (v simView) SetHead(h Head) {
 
 // simTotals is a snapshot of the counters of every host.
 type simTotals struct {
-	at                                 time.Time
-	gossipBytes, gossipPackets, drops  int64
-	raftBytes, headUpdates             int64
-	pulls, served                      map[string]int64 // by host ID, Raft members only
-	raftMembers                        []string         // voters and standbys then, leader first
-	leader                             string
-	applied                            uint64
-	stateBytes                         int
-	voters, standbys                   int
-	allGossipBytes, allPulls, allServe int64
+	at                     time.Time
+	raftBytes, headUpdates int64
+	pulls, served          map[string]int64 // by host ID, Raft members only
+	raftMembers            []string         // voters and standbys then, leader first
+	leader                 string
+	applied                uint64
+	stateBytes             int
+	voters, standbys       int
+	allPulls, allServe     int64
 }
 
 type sim struct {
@@ -423,7 +236,6 @@ type sim struct {
 	table *simTable
 	net   *simNet
 	hosts []*simHost
-	wg    sync.WaitGroup // metaLoops
 
 	closeOnce sync.Once
 }
@@ -431,9 +243,6 @@ type sim struct {
 func (s *sim) totals() simTotals {
 	t := simTotals{at: time.Now(), headUpdates: s.net.headUpdates.Load(), pulls: map[string]int64{}, served: map[string]int64{}}
 	for _, h := range s.hosts {
-		t.gossipBytes += h.gossipBytes.Load()
-		t.gossipPackets += h.gossipPackets.Load()
-		t.drops += h.gossipDrops.Load()
 		t.raftBytes += h.raftBytes.Load()
 		t.allPulls += h.pullsServed.Load()
 		t.allServe += h.rpcServed.Load()
@@ -511,26 +320,33 @@ func (s *sim) describe() string {
 	return fmt.Sprintf("seats %v; raft %v; clusters %v; acting Red Leaders %d", seats, raftStates, clusters, acting)
 }
 
-// caughtUp counts the nodes whose state has reached index.
+// caughtUp counts the nodes whose state has reached index. It reads the
+// summary: a full State copies the event log and the dedup window, about
+// 90 KB per node, on every poll of every node.
 func (s *sim) caughtUp(index uint64) int {
 	n := 0
 	for _, h := range s.hosts {
-		if h.node.State().Index >= index {
+		if h.node.summary().Index >= index {
 			n++
 		}
 	}
 	return n
 }
 
-func (s *sim) waitFor(b *testing.B, timeout time.Duration, what string, cond func() bool) time.Time {
-	b.Helper()
+// waitFor is wait.For that also logs what the nodes report when it times
+// out, and returns when cond held.
+func (s *sim) waitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) time.Time {
+	tb.Helper()
 	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			b.Fatalf("sim: timed out after %v waiting for %s; %s", timeout, what, s.describe())
+	wait.For(tb, timeout, what, func() bool {
+		if cond() {
+			return true
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		if time.Now().After(deadline) {
+			tb.Logf("sim: still waiting for %s: %s", what, s.describe())
+		}
+		return false
+	})
 	return time.Now()
 }
 
@@ -546,24 +362,18 @@ func (s *sim) shutdown() {
 	wg.Wait()
 	close(s.table.done)
 	for _, h := range s.hosts {
-		close(h.done)
-		if h.pool != nil && h.pool.ml != nil {
-			wg.Go(func() { _ = h.pool.ml.Shutdown() })
-		}
 		h.raftLn.Close()
 		h.rpcLn.Close()
 	}
-	wg.Wait()
-	s.wg.Wait()
 }
 
-// newSim creates n hosts. With pools, each runs a memberlist pool (not
-// joined yet); without, they share the ideal gossip table.
-func newSim(b *testing.B, n int, pools bool) *sim {
-	b.Helper()
-	s := &sim{net: &simNet{hosts: map[string]*simHost{}}, root: b.TempDir()}
-	s.table = &simTable{net: s.net, done: make(chan struct{}), members: map[string]Member{}}
-	b.Cleanup(s.close) // before TempDir's own cleanup: cleanups run last first
+// newSim creates n hosts sharing the ideal gossip table, each alive for an
+// hour or more (host i booted i seconds earlier than host 0).
+func newSim(tb testing.TB, n int) *sim {
+	tb.Helper()
+	s := &sim{net: &simNet{hosts: map[string]*simHost{}}, root: tb.TempDir()}
+	s.table = &simTable{net: s.net, done: make(chan struct{}), delay: simGossipDelay, members: map[string]Member{}}
+	tb.Cleanup(s.close) // before TempDir's own cleanup: cleanups run last first
 	boot := time.Now().Add(-time.Hour)
 	for i := range n {
 		h := newSimHost(s.net, i)
@@ -572,82 +382,44 @@ func newSim(b *testing.B, n int, pools bool) *sim {
 		s.net.mu.Unlock()
 		s.hosts = append(s.hosts, h)
 		hboot := boot.Add(-time.Duration(i) * time.Second)
-		if !pools {
-			s.table.add(Member{Node: h.id, RaftAddr: h.raftLn.Addr().String(), Status: StatusAlive, Since: boot,
-				Version: 2, Uptime: time.Since(hboot)})
-			continue
-		}
-		p := &simPool{h: h, kick: make(chan struct{}, 1), members: map[string]Member{}, meta: simMeta{
-			Version: 2, Boot: hboot, PeerPort: simPeerPort, Name: fmt.Sprintf("pc-%04d", i), Subnet: simSubnet,
-		}}
-		h.pool = p
-		mc := memberlist.DefaultLANConfig()
-		mc.Name = h.id
-		mc.Label = simSubnet
-		mc.Transport = simGossip{h}
-		mc.Delegate = p
-		mc.Events = p
-		mc.DeadNodeReclaimTime = 30 * time.Second
-		mc.LogOutput = io.Discard
-		ml, err := memberlist.Create(mc)
-		if err != nil {
-			b.Fatalf("memberlist %d: %v", i, err)
-		}
-		p.ml = ml
-		s.wg.Go(p.metaLoop)
+		s.table.add(Member{Node: h.id, RaftAddr: h.raftLn.Addr().String(), Status: StatusAlive, Since: boot,
+			Version: 2, Uptime: time.Since(hboot)})
 	}
 	return s
 }
 
-// join makes every host join host 0, a few at a time, and waits until every
-// pool lists every host.
-func (s *sim) join(b *testing.B) {
-	b.Helper()
-	seed := []string{net.JoinHostPort(s.hosts[0].ip.String(), fmt.Sprint(simGossipPort))}
-	work := make(chan *simHost)
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for h := range work {
-				if _, err := h.pool.ml.Join(seed); err != nil {
-					b.Errorf("join %d: %v", h.i, err)
-				}
-			}
-		})
+// productConfig is the election Config with the product's default timings.
+func productConfig() Config {
+	e := config.Default().Election
+	return Config{
+		Voter: true, Class: ClassDesktop,
+		RaftMultiplier: e.RaftMultiplier, CheckinInterval: e.CheckinInterval, CheckinTimeout: e.CheckinTimeout,
+		ConfirmTimeout: e.ConfirmTimeout, NLMTTL: e.NLMTTL, DeadVoterGrace: e.DeadVoterGrace,
+		QuorumLossTimeout: e.QuorumLossTimeout, Settle: e.BootstrapSettle, Stabilization: e.VoterStabilization,
+		InitialPolicy: Policy{LeaderRate: "0", PeerRate: "256kbit", LANRate: "0"},
 	}
-	for _, h := range s.hosts[1:] {
-		work <- h
-	}
-	close(work)
-	wg.Wait()
-	s.waitFor(b, 2*time.Minute, "every pool to list every host", func() bool {
-		for _, h := range s.hosts {
-			if h.pool.size() != len(s.hosts) {
-				return false
-			}
-		}
-		return true
-	})
 }
 
 // start starts an election Node on every host with the product's default
 // timings.
-func (s *sim) start(b *testing.B) {
-	b.Helper()
-	e := config.Default().Election
+func (s *sim) start(tb testing.TB) { s.startWith(tb, productConfig(), nil) }
+
+// startWith starts a Node on every host with base (Node and DataDir set per
+// host); adjust, if set, changes one host's copy first.
+func (s *sim) startWith(tb testing.TB, base Config, adjust func(h *simHost, c *Config)) {
+	tb.Helper()
 	for _, h := range s.hosts {
-		n, err := New(Config{
-			Node: h.id, DataDir: filepath.Join(s.root, fmt.Sprint(h.i)), Voter: true, Class: ClassDesktop,
-			RaftMultiplier: e.RaftMultiplier, CheckinInterval: e.CheckinInterval, CheckinTimeout: e.CheckinTimeout,
-			ConfirmTimeout: e.ConfirmTimeout, NLMTTL: e.NLMTTL, DeadVoterGrace: e.DeadVoterGrace,
-			QuorumLossTimeout: e.QuorumLossTimeout, Settle: e.BootstrapSettle, Stabilization: e.VoterStabilization,
-			InitialPolicy: Policy{LeaderRate: "0", PeerRate: "256kbit", LANRate: "0"},
-		}, simView{s.table, h.id}, simPeer{h})
+		c := base
+		c.Node, c.DataDir = h.id, filepath.Join(s.root, fmt.Sprint(h.i))
+		if adjust != nil {
+			adjust(h, &c)
+		}
+		n, err := New(c, simView{s.table, h.id}, simPeer{h})
 		if err != nil {
-			b.Fatalf("node %d: %v", h.i, err)
+			tb.Fatalf("node %d: %v", h.i, err)
 		}
 		if err := n.Start(context.Background()); err != nil {
-			b.Fatalf("start node %d: %v", h.i, err)
+			tb.Fatalf("start node %d: %v", h.i, err)
 		}
 		h.node = n
 	}
@@ -683,14 +455,13 @@ type voterLoad struct {
 	maxBytes                int64   // bytes served by the busiest one
 	busiest                 string  // "leader" or "follower"
 	perSec, bytesPerSec     float64 // on the busiest Raft member
-	gossipBps, gossipPps    float64 // per member
 	headUpdatesPerSec       float64 // metadata re-publications, all members
 	raftBps                 float64 // all Raft traffic
 	secs                    float64
 	memberPulls, allServedB int64 // everything served over RPC (incl. check-ins)
 }
 
-func load(from, to simTotals, members int) voterLoad {
+func load(from, to simTotals) voterLoad {
 	l := voterLoad{secs: to.at.Sub(from.at).Seconds()}
 	for _, id := range to.raftMembers {
 		p := to.pulls[id] - from.pulls[id]
@@ -707,8 +478,6 @@ func load(from, to simTotals, members int) voterLoad {
 	l.allServedB = to.allServe - from.allServe
 	l.perSec = float64(l.maxPulls) / l.secs
 	l.bytesPerSec = float64(l.maxBytes) / l.secs
-	l.gossipBps = float64(to.gossipBytes-from.gossipBytes) / l.secs / float64(members)
-	l.gossipPps = float64(to.gossipPackets-from.gossipPackets) / l.secs / float64(members)
 	l.headUpdatesPerSec = float64(to.headUpdates-from.headUpdates) / l.secs
 	l.raftBps = float64(to.raftBytes-from.raftBytes) / l.secs
 	return l
@@ -742,7 +511,7 @@ func BenchmarkElectionSim1000(b *testing.B) {
 
 func runSim(b *testing.B, n int) {
 	b.Helper()
-	s := newSim(b, n, false)
+	s := newSim(b, n)
 	start := s.totals()
 	s.start(b)
 	agreedAt := s.waitFor(b, 90*time.Second, "one agreed Red Leader", s.agreed)
@@ -752,7 +521,7 @@ func runSim(b *testing.B, n int) {
 		return t.voters == 5 && t.standbys == 2
 	})
 	formed := s.totals()
-	startup := load(start, formed, n)
+	startup := load(start, formed)
 	b.ReportMetric(formedAt.Sub(start.at).Seconds(), "s_to_voters")
 	b.Logf("%d members: agreed Red Leader after %v; 5 voters and 2 standbys after %v; meanwhile %d heads published, %d pulls (busiest Raft member, the %s: %d)",
 		n, agreedAt.Sub(start.at).Round(time.Millisecond), formedAt.Sub(start.at).Round(time.Millisecond),
@@ -766,7 +535,7 @@ func runSim(b *testing.B, n int) {
 	quiet := s.totals()
 	time.Sleep(10 * time.Second)
 	steadyEnd := s.totals()
-	steady := load(quiet, steadyEnd, n)
+	steady := load(quiet, steadyEnd)
 	if steadyEnd.applied != quiet.applied {
 		b.Logf("note: %d commits during the steady window", steadyEnd.applied-quiet.applied)
 	}
@@ -800,7 +569,7 @@ func runSim(b *testing.B, n int) {
 		time.Sleep(d)
 	}
 	after := s.totals()
-	commit := load(before, after, n)
+	commit := load(before, after)
 	full := fullState(b)
 	b.ReportMetric(allAt.Sub(before.at).Seconds(), "s_commit_to_all")
 	b.ReportMetric(float64(commit.maxPulls), "commit_pulls/busiest_voter")
@@ -813,48 +582,4 @@ func runSim(b *testing.B, n int) {
 	b.Logf("commit: all %d members hold it after %v; over %.1fs: %d pulls (%d on the busiest Raft member, the %s: %.0f pulls/s, %.0f B/s served), %d heads published; state %d B now, %d B when full",
 		n, allAt.Sub(before.at).Round(time.Millisecond), commit.secs, commit.pulls, commit.maxPulls, commit.busiest,
 		commit.perSec, commit.bytesPerSec, after.headUpdates-before.headUpdates, after.stateBytes, full)
-}
-
-// BenchmarkGossipSim runs 200 real memberlist pools (the agent's LAN
-// configuration and metadata layout) on the counting in-memory transport
-// and reports:
-//
-//   - gossip_B/s/member and gossip_pkts/s/member: steady state over 10 s,
-//     pool formed and quiet (no push/pull falls in so short a window at
-//     this size: push/pull is every 60 s × ⌈log₂ n − 5⌉ per member);
-//   - head_update_B/member: what one metadata (head) update costs each
-//     member on average while it spreads (every member relays it up to
-//     4 × ⌈log₁₀(n+1)⌉ times); head_update_B/member@1000 scales it to
-//     1,000 members by that limit (16 instead of 12 relays).
-func BenchmarkGossipSim(b *testing.B) {
-	if testing.Short() {
-		b.Skip("simulates 200 gossip members; skipped with -short")
-	}
-	const n, updates = 200, 20
-	for range b.N {
-		s := newSim(b, n, true)
-		t0 := time.Now()
-		s.join(b)
-		b.Logf("%d pools formed in %v", n, time.Since(t0).Round(time.Millisecond))
-		time.Sleep(5 * time.Second) // the join broadcasts drain
-		quiet := s.totals()
-		time.Sleep(10 * time.Second)
-		steadyEnd := s.totals()
-		steady := load(quiet, steadyEnd, n)
-		for i := range updates {
-			s.hosts[i*n/updates].pool.setIndex(uint64(i + 1))
-		}
-		time.Sleep(10 * time.Second)
-		end := s.totals()
-		spread := load(steadyEnd, end, n)
-		perUpdate := (spread.gossipBps - steady.gossipBps) * spread.secs / updates
-		b.ReportMetric(steady.gossipBps, "gossip_B/s/member")
-		b.ReportMetric(steady.gossipPps, "gossip_pkts/s/member")
-		b.ReportMetric(perUpdate, "head_update_B/member")
-		b.ReportMetric(perUpdate*16/12, "head_update_B/member@1000")
-		b.ReportMetric(0, "ns/op")
-		b.Logf("steady %.0f B/s and %.2f datagrams/s per member; one head update costs %.0f B per member (%.0f at 1,000 members); %d datagrams dropped",
-			steady.gossipBps, steady.gossipPps, perUpdate, perUpdate*16/12, end.drops)
-		s.close()
-	}
 }
