@@ -225,7 +225,12 @@ func (n *Node) Start(ctx context.Context) error {
 			n.log.Warn("cannot reopen Raft state; starting as a member", "cluster", id, "err", err)
 		}
 	}
-	n.rpc = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 5 * time.Second}
+	// Every phase of a cluster RPC connection is bounded (issue #9): the
+	// request (bodies are small), the handler and its answer (an apply
+	// waits up to 5 s for Raft), and the idle wait, which outlasts the
+	// client's 30 s IdleConnTimeout so that the client always closes first.
+	n.rpc = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
 	n.goLoop(func() {
 		if err := n.rpc.Serve(n.tr.RPCListener()); err != nil && !errors.Is(err, http.ErrServerClosed) && n.ctx.Err() == nil {
 			n.log.Error("cluster rpc stopped", "err", err)

@@ -185,6 +185,7 @@ func (a *Agent) start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	a.guardPeerPort() // caps with room for members, /metrics (peerguard.go)
 	a.updateMeta(func(m *Meta) { m.PeerPort = uint16(a.port.Port()) })
 	if err := a.startContent(); err != nil {
 		return err

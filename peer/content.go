@@ -48,7 +48,13 @@ func (a *Agent) startContent() error {
 	a.content = &content{cache: c, pccrr: srv, metrics: discovery.NewMetrics(a.reg)}
 	mux := http.NewServeMux()
 	mux.Handle(retrieval.Path, srv)
-	a.content.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 90 * time.Second}
+	// Bounded like every peer-port connection (issue #9): requests are a
+	// few hundred bytes; a response is one block (64 KB), which a LAN peer
+	// as slow as 20 kbit/s still pulls within WriteTimeout; an idle
+	// keep-alive connection holds its place under the port's caps for
+	// IdleTimeout only.
+	a.content.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 15 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 10 * time.Second}
 	a.goLoop(func() {
 		if err := a.content.httpSrv.Serve(a.port.HTTP); err != nil && !errors.Is(err, http.ErrServerClosed) && a.ctx.Err() == nil {
 			a.log.Error("PCCRR server stopped", "err", err)
