@@ -10,9 +10,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/redleader-p2p/redleader/shaping"
 )
@@ -62,9 +65,27 @@ type Config struct {
 	// retrieval, Raft and the cluster RPC.
 	PeerPort int `mapstructure:"peer_port" yaml:"peer_port"`
 
-	// APIAddr is the local HTTP API address. Keep it on loopback: read
-	// endpoints are open to every local user.
+	// APIAddr is the local HTTP API address. It must be a loopback address
+	// unless APIAllowRemote is set: on loopback, read endpoints and
+	// /metrics are open to every local user.
 	APIAddr string `mapstructure:"api_addr" yaml:"api_addr"`
+
+	// APIAllowRemote allows a non-loopback APIAddr and puts every endpoint
+	// behind the token, reads and /metrics included (/metrics also takes
+	// the APIMetricsTokenFile token). The API is plain HTTP: the token
+	// crosses the network in the clear.
+	APIAllowRemote bool `mapstructure:"api_allow_remote" yaml:"api_allow_remote"`
+
+	// APITokenFile is a file holding the API token, deployed by the admin
+	// (at least 32 characters; mode 0600 or stricter: a file group or
+	// others may read is refused). Empty: the agent generates
+	// <data_dir>/api-token. The CLI reads the same file.
+	APITokenFile string `mapstructure:"api_token_file" yaml:"api_token_file"`
+
+	// APIMetricsTokenFile is a file holding a second, read-only token that
+	// is accepted for GET /metrics and nothing else (a central Prometheus).
+	// Same rules as APITokenFile. Empty: none.
+	APIMetricsTokenFile string `mapstructure:"api_metrics_token_file" yaml:"api_metrics_token_file"`
 
 	// Join lists host:port gossip addresses to join at start and to retry
 	// periodically. Not needed on a LAN where multicast works.
@@ -91,6 +112,12 @@ type Config struct {
 	// MS-PCCRR stay open to any BranchCache peer. Empty: the cluster is open
 	// to the LAN. Generate one with `head -c32 /dev/urandom | base64`.
 	ClusterKey string `mapstructure:"cluster_key" yaml:"cluster_key"`
+
+	// AllowOpenAdmin, without a cluster key, lets admin commands (policy,
+	// admin not-leader-material marks) be committed in the open cluster:
+	// every LAN host is then an admin. Off (default), an open cluster
+	// refuses them. Ignored with a cluster key.
+	AllowOpenAdmin bool `mapstructure:"allow_open_admin" yaml:"allow_open_admin"`
 
 	// NotLeaderMaterial keeps this machine from ever being the Red Leader
 	// (it may still vote).
@@ -230,11 +257,39 @@ type Shaping struct {
 	LANRate shaping.Rate `mapstructure:"lan_rate" yaml:"lan_rate"`
 }
 
-// Validate checks every key. The error names the key and the bad value.
+// Limits of the string and list keys.
+const (
+	// MaxNameLen bounds node_name and location, in bytes: what the gossip
+	// metadata carries (peer's maxMetaString), so nothing is cut.
+	MaxNameLen = 64
+	// MaxIfaceLen bounds lan_discovery.interface (Linux allows 15 bytes,
+	// Windows friendly names are longer).
+	MaxIfaceLen = 256
+	// MaxPathLen bounds data_dir, api_token_file and api_metrics_token_file.
+	MaxPathLen = 4096
+	// MaxJoin bounds the join list: a LAN needs a handful of seeds.
+	MaxJoin = 256
+	// MaxJoinAddrLen bounds one join entry: a 253-byte DNS name and a port.
+	MaxJoinAddrLen = 253 + 6
+)
+
+// Validate checks every key. The error names the key and the bad value
+// (a long value is shortened).
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(key string, val any, why string) {
-		errs = append(errs, fmt.Errorf("%w: %s: %v: %s", ErrInvalid, key, val, why))
+		errs = append(errs, fmt.Errorf("%w: %s: %s: %s", ErrInvalid, key, shorten(fmt.Sprint(val)), why))
+	}
+	text := func(key, s string, max int) bool {
+		switch {
+		case len(s) > max:
+			bad(key, strconv.Quote(s), fmt.Sprintf("%d bytes, at most %d", len(s), max))
+		case !printable(s):
+			bad(key, strconv.Quote(s), "must be printable UTF-8 (no control characters)")
+		default:
+			return true
+		}
+		return false
 	}
 	port := func(key string, p int, zeroOK bool) {
 		if p < 0 || p > 65535 || (p == 0 && !zeroOK) {
@@ -243,7 +298,11 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		bad("data_dir", `""`, "must not be empty")
+	} else {
+		text("data_dir", c.DataDir, MaxPathLen)
 	}
+	text("node_name", c.NodeName, MaxNameLen)
+	text("location", c.Location, MaxNameLen)
 	if c.Subnet != "" {
 		if _, err := netip.ParsePrefix(c.Subnet); err != nil {
 			bad("subnet", strconv.Quote(c.Subnet), "not a CIDR like 10.1.2.0/24")
@@ -261,10 +320,31 @@ func (c *Config) Validate() error {
 	port("peer_port", c.PeerPort, true)
 	if err := checkHostPort(c.APIAddr); err != nil {
 		bad("api_addr", strconv.Quote(c.APIAddr), err.Error())
+	} else if !c.APIAllowRemote && !isLoopback(c.APIAddr) {
+		bad("api_addr", strconv.Quote(c.APIAddr), "not a loopback address: set api_allow_remote: true to serve the API "+
+			"on the network (every endpoint then needs the token)")
 	}
-	for i, j := range c.Join {
-		if _, p, err := net.SplitHostPort(j); err != nil || p == "" {
-			bad(fmt.Sprintf("join[%d]", i), strconv.Quote(j), "want host:port")
+	tokenFile := func(key, path string) {
+		if path != "" && text(key, path, MaxPathLen) && !filepath.IsAbs(path) {
+			bad(key, strconv.Quote(path), "want an absolute path")
+		}
+	}
+	tokenFile("api_token_file", c.APITokenFile)
+	tokenFile("api_metrics_token_file", c.APIMetricsTokenFile)
+	if c.APIMetricsTokenFile != "" && c.APIMetricsTokenFile == c.APITokenFile {
+		bad("api_metrics_token_file", strconv.Quote(c.APIMetricsTokenFile), "must not be api_token_file (a metrics token reads /metrics only)")
+	}
+	if len(c.Join) > MaxJoin {
+		bad("join", fmt.Sprintf("%d entries", len(c.Join)), fmt.Sprintf("at most %d (a few seeds are enough: gossip finds the rest)", MaxJoin))
+	} else {
+		for i, j := range c.Join {
+			key := fmt.Sprintf("join[%d]", i)
+			if !text(key, j, MaxJoinAddrLen) {
+				continue
+			}
+			if _, p, err := net.SplitHostPort(j); err != nil || p == "" {
+				bad(key, strconv.Quote(j), "want host:port")
+			}
 		}
 	}
 	positive := func(key string, d time.Duration) {
@@ -289,6 +369,7 @@ func (c *Config) Validate() error {
 		bad("lan_discovery.group", strconv.Quote(c.LANDiscovery.Group), "not an IPv4 multicast address")
 	}
 	port("lan_discovery.port", c.LANDiscovery.Port, false)
+	text("lan_discovery.interface", c.LANDiscovery.Interface, MaxIfaceLen)
 	positive("lan_discovery.interval", c.LANDiscovery.Interval)
 	d := c.Discovery
 	port("discovery.port", d.Port, true)
@@ -377,6 +458,43 @@ func ParseSize(s string) (int64, error) {
 		}
 	}
 	return 0, errors.New("not a size like 20GB, 512MiB or 0")
+}
+
+// shorten cuts a value quoted in an error message to a readable length.
+func shorten(s string) string {
+	const max = 80
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d bytes)", s[:cut], len(s))
+}
+
+// printable reports whether s is valid UTF-8 without control characters.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// isLoopback reports whether the host of a valid host:port is localhost
+// or a loopback IP.
+func isLoopback(hostport string) bool {
+	host, _, _ := net.SplitHostPort(hostport)
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }
 
 func checkHostPort(s string) error {

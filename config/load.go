@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
@@ -20,16 +21,56 @@ import (
 )
 
 // EnvPrefix is the prefix of environment variables that set config keys:
-// REDLEADER_GOSSIP_PORT, REDLEADER_LAN_DISCOVERY_PORT, ...
+// REDLEADER_GOSSIP_PORT, REDLEADER_LAN_DISCOVERY_PORT, ... Any other
+// REDLEADER_* variable is an error (but those of NonConfigEnv).
 const EnvPrefix = "REDLEADER"
+
+// EnvName is the environment variable that sets key ("lan_discovery.port"
+// -> REDLEADER_LAN_DISCOVERY_PORT).
+func EnvName(key string) string {
+	return EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// NonConfigEnv reports whether name is one of the REDLEADER_* variables
+// of the project's own tooling, which set no config key and are allowed
+// in an agent's environment (the lab starts agents with the environment of
+// its test process).
+func NonConfigEnv(name string) bool {
+	switch name {
+	case "REDLEADER_BIN", "REDLEADER_LAB_BUILD_DIR", // lab/binary.go
+		"REDLEADER_CACHE_CRASH_DIR", "REDLEADER_CACHE_CRASH_SEED": // peer/cache/crash_test.go
+		return true
+	}
+	return false
+}
+
+// checkEnv refuses REDLEADER_* variables of environ (os.Environ's form)
+// that set no config key: a typo would otherwise be ignored silently.
+func checkEnv(environ []string) error {
+	known := map[string]bool{}
+	for _, k := range Keys() {
+		known[EnvName(k)] = true
+	}
+	var errs []error
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if runtime.GOOS == "windows" {
+			name = strings.ToUpper(name) // Windows variable names ignore case
+		}
+		if !strings.HasPrefix(name, EnvPrefix+"_") || known[name] || NonConfigEnv(name) {
+			continue
+		}
+		errs = append(errs, fmt.Errorf("%w: environment variable %s: unknown (not a config key; see redleader.example.yaml for the keys)", ErrInvalid, name))
+	}
+	return errors.Join(errs...)
+}
 
 // Default returns the configuration used when nothing else is set. Every
 // default is chosen for a real machine on a branch-office LAN.
 func Default() Config {
-	host, _ := os.Hostname()
 	return Config{
 		DataDir:         DefaultDataDir(),
-		NodeName:        host,
+		NodeName:        defaultNodeName(),
 		BindAddr:        "0.0.0.0",
 		GossipPort:      7946,
 		PeerPort:        7381,
@@ -74,6 +115,20 @@ func Default() Config {
 			VoterStabilization: 5 * time.Second,
 		},
 	}
+}
+
+// defaultNodeName is the hostname, cut to MaxNameLen bytes (at a rune
+// boundary) so that the defaults are valid on any machine.
+func defaultNodeName() string {
+	host, _ := os.Hostname()
+	if len(host) <= MaxNameLen {
+		return host
+	}
+	cut := MaxNameLen
+	for cut > 0 && !utf8.RuneStart(host[cut]) {
+		cut--
+	}
+	return host[:cut]
 }
 
 // DefaultDataDir is a platform-appropriate directory writable by the user
@@ -149,6 +204,9 @@ func Load(path string, fs *pflag.FlagSet, flagKeys map[string]string) (Config, e
 		if !slices.Contains(known, k) {
 			return Config{}, fmt.Errorf("%w: %s: unknown key (see redleader.example.yaml for the keys)", ErrInvalid, k)
 		}
+	}
+	if err := checkEnv(os.Environ()); err != nil {
+		return Config{}, err
 	}
 
 	var cfg Config

@@ -66,6 +66,9 @@ type Agent struct {
 	reg   *prometheus.Registry
 	stats *agentStats
 
+	// metricsToken opens GET /metrics only (api_metrics_token_file; "": none).
+	metricsToken string
+
 	life    sync.Mutex
 	closing atomic.Bool
 	// findHome reads the primary interface (netif.go); a field so that
@@ -127,7 +130,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		return fail(err)
 	}
 	a.uuid = uuid.MustParse(a.id)
-	if a.token, err = loadOrCreateToken(cfg.DataDir); err != nil {
+	if err = a.loadTokens(); err != nil { // apiauth.go
 		return fail(err)
 	}
 	if len(key) > 0 {
@@ -221,6 +224,10 @@ func (a *Agent) start(ctx context.Context) (err error) {
 	}
 	a.log.Info("agent started", "node", a.id, "name", a.cfg.NodeName, "subnet", home.Subnet,
 		"addr", a.GossipAddr(), "api", ln.Addr().String())
+	if a.key == nil {
+		a.log.Warn("no cluster key: gossip, Raft and the cluster RPC are open to every host of the LAN, in the clear "+
+			"(set cluster_key on every agent; see docs/SECURITY.md)", "allow_open_admin", a.cfg.AllowOpenAdmin)
+	}
 	return nil
 }
 
@@ -446,20 +453,26 @@ func (a *Agent) requestJoin(addrs ...string) {
 	}
 }
 
-// joinLoop performs joins one at a time, off the callers' goroutines.
+// joinLoop performs joins one at a time, off the callers' goroutines. A
+// join in progress ends when the agent closes (JoinContext), and Close
+// wins over joins still queued (select picks at random among ready cases,
+// so the context is checked again before each join).
 func (a *Agent) joinLoop() {
 	for {
 		select {
 		case <-a.ctx.Done():
 			return
 		case addr := <-a.joinCh:
+			if a.ctx.Err() != nil {
+				return
+			}
 			a.mu.Lock()
 			p := a.pool
 			a.mu.Unlock()
 			if p == nil {
 				continue
 			}
-			if _, err := p.Join([]string{addr}); err != nil {
+			if _, err := p.JoinContext(a.ctx, []string{addr}); err != nil {
 				a.log.Debug("join failed", "addr", addr, "err", err)
 			}
 		}

@@ -22,13 +22,13 @@ func (a *Agent) apiHandler() http.Handler {
 	mux.HandleFunc("GET "+api.PathMembers, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, r, http.StatusOK, a.MemberInfos())
 	})
-	// Profiling, on loopback like the rest of the API.
+	// Profiling: the token is needed (apiAuth).
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	a.addElectionRoutes(mux)
 	a.addContentRoutes(mux)
 	mux.Handle(api.PathMetrics, promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
-	return jsonMuxErrors(mux)
+	return a.apiAuth(jsonMuxErrors(mux))
 }
 
 // jsonMuxErrors answers the mux's own errors (no pattern matched the path,

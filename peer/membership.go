@@ -50,6 +50,7 @@ type poolConfig struct {
 type pool struct {
 	cfg poolConfig
 	ml  *memberlist.Memberlist
+	tr  *joinTransport // joins can be cancelled (jointransport.go)
 
 	mu      sync.Mutex
 	members map[string]Member
@@ -75,11 +76,17 @@ func newPool(cfg poolConfig) (*pool, error) {
 	mc.Delegate = (*poolDelegate)(p)
 	mc.Events = (*poolEvents)(p)
 	mc.Logger = logbridge.StdLogger(cfg.Log.With("component", "memberlist"))
-	ml, err := memberlist.Create(mc)
+	tr, err := newJoinTransport(mc)
 	if err != nil {
 		return nil, fmt.Errorf("start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
 	}
-	p.ml = ml
+	mc.Transport = tr
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		_ = tr.Shutdown() // memberlist shuts down only a transport it made
+		return nil, fmt.Errorf("start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
+	}
+	p.ml, p.tr = ml, tr
 	return p, nil
 }
 

@@ -29,16 +29,25 @@ func (g *globals) apiAddr(cmd *cobra.Command) (string, error) {
 	return cfg.APIAddr, nil
 }
 
-// client is an API client of the agent at --api (else api_addr); with
-// token it carries the API token read from the data dir, as mutating
-// calls need.
+// client is an API client of the agent at --api (else api_addr). With
+// token (mutating calls) it carries the API token: api_token_file, else
+// the data dir's api-token. Reads carry it only when the config sets
+// api_allow_remote (the agent then wants it everywhere) and this user can
+// read it: on loopback, reads need no token, and the CLI does not hand it
+// to whatever listens on the address without need.
 func (g *globals) client(cmd *cobra.Command, token bool) (*api.Client, error) {
 	if !token {
 		addr, err := g.apiAddr(cmd)
 		if err != nil {
 			return nil, err
 		}
-		return api.New(addr), nil
+		var opts []api.Option
+		if cfg, err := g.loadConfig(cmd.Flags()); err == nil && cfg.APIAllowRemote {
+			if tok, err := peer.ReadTokenFor(cfg); err == nil {
+				opts = append(opts, api.WithToken(tok))
+			}
+		}
+		return api.New(addr, opts...), nil
 	}
 	cfg, err := g.loadConfig(cmd.Flags())
 	if err != nil {
@@ -48,9 +57,9 @@ func (g *globals) client(cmd *cobra.Command, token bool) (*api.Client, error) {
 	if g.api != "" {
 		addr = g.api
 	}
-	tok, err := peer.ReadToken(cfg.DataDir)
+	tok, err := peer.ReadTokenFor(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("%w (run as the agent's user, or pass --data-dir)", err)
+		return nil, fmt.Errorf("%w (run as the agent's user, or pass --data-dir or the agent's --config)", err)
 	}
 	return api.New(addr, api.WithToken(tok)), nil
 }

@@ -201,6 +201,60 @@ func TestClientCommandsTalkToAgent(t *testing.T) {
 	}
 }
 
+// TestClientFindsDeployedToken: with api_token_file in the config,
+// mutating commands send that file's token, and so do reads when the
+// config sets api_allow_remote (the agent wants it everywhere then), not
+// otherwise; without a readable token, reads go without one and mutating
+// calls are not sent.
+func TestClientFindsDeployedToken(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		auth []string
+	)
+	addr := fakeAgent(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		auth = append(auth, r.Method+" "+r.URL.Path+" "+r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, "{}")
+	}))
+	tokFile := filepath.Join(t.TempDir(), "deployed-token")
+	if err := os.WriteFile(tokFile, []byte("deployed-0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withFile := writeConfig(t, "api_token_file: "+tokFile+"\n")
+	remote := writeConfig(t, "api_token_file: "+tokFile+"\napi_allow_remote: true\n")
+	noToken := writeConfig(t, "data_dir: "+t.TempDir()+"\napi_allow_remote: true\n")
+	tests := []struct {
+		args []string
+		want string // the one request, "" = none sent
+		code int
+	}{
+		{[]string{"status", "--config", withFile}, "GET /v1/status ", exitOK},
+		{[]string{"status", "--config", remote}, "GET /v1/status Bearer deployed-0123456789abcdef0123456789abcdef", exitOK},
+		{[]string{"policy", "--config", remote}, "GET /v1/policy Bearer deployed-0123456789abcdef0123456789abcdef", exitOK},
+		{[]string{"policy", "set", "peer_rate=1Mbit", "--config", withFile}, "PUT /v1/policy Bearer deployed-0123456789abcdef0123456789abcdef", exitOK},
+		{[]string{"status", "--config", noToken}, "GET /v1/status ", exitOK},
+		{[]string{"nlm", "pc-1", "on", "--config", noToken}, "", exitFail},
+	}
+	for _, tt := range tests {
+		mu.Lock()
+		auth = nil
+		mu.Unlock()
+		code, _, stderr := runCLI(t, append(tt.args, "--api", addr)...)
+		mu.Lock()
+		got := append([]string{}, auth...)
+		mu.Unlock()
+		want := []string{}
+		if tt.want != "" {
+			want = append(want, tt.want)
+		}
+		if code != tt.code || strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("%v: exit %d (stderr %q), requests %q; want exit %d, %q", tt.args, code, stderr, got, tt.code, want)
+		}
+	}
+}
+
 // TestAgentErrorTimeout: a client call that times out is told as such.
 func TestAgentErrorTimeout(t *testing.T) {
 	release := make(chan struct{})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -56,6 +57,15 @@ func TestBadConfigExitsTwoNamingKey(t *testing.T) {
 		{name: "unreadable file", path: unreadable, wantKey: "missing.yaml"},
 		{name: "bad env", env: map[string]string{"REDLEADER_LAN_DISCOVERY_PORT": "99999"}, wantKey: "lan_discovery.port"},
 		{name: "bad flag value", args: []string{"--data-dir", ""}, wantKey: "data_dir"},
+		{name: "api on the LAN without opt-in", file: "api_addr: 0.0.0.0:7380\n", wantKey: "api_addr"},
+		{name: "api on the LAN without opt-in, env", env: map[string]string{"REDLEADER_API_ADDR": "10.1.2.3:7380"}, wantKey: "api_allow_remote"},
+		{name: "relative token file", file: "api_token_file: api-token\n", wantKey: "api_token_file"},
+		{name: "node name too long", file: "node_name: " + strings.Repeat("n", 65) + "\n", wantKey: "node_name"},
+		{name: "huge node name", env: map[string]string{"REDLEADER_NODE_NAME": strings.Repeat("n", 10<<20)}, wantKey: "node_name"},
+		{name: "location too long", file: "location: " + strings.Repeat("l", 65) + "\n", wantKey: "location"},
+		{name: "join list too long", file: "join: [" + strings.Repeat("\"10.0.0.1:7946\",", 256) + "\"10.0.0.2:7946\"]\n", wantKey: "join"},
+		{name: "unknown env", env: map[string]string{"REDLEADER_GOSIP_PORT": "7946"}, wantKey: "REDLEADER_GOSIP_PORT"},
+		{name: "unknown env, empty", env: map[string]string{"REDLEADER_CLUSTERKEY": ""}, wantKey: "REDLEADER_CLUSTERKEY"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -82,6 +92,9 @@ func TestBadConfigExitsTwoNamingKey(t *testing.T) {
 			if strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
 				t.Fatalf("want a one-line message, got %q", stderr)
 			}
+			if len(stderr) > 1000 {
+				t.Fatalf("want a short message, got %d bytes: %.300q", len(stderr), stderr)
+			}
 		})
 	}
 }
@@ -94,6 +107,73 @@ func TestAgentBadConfigExitsTwo(t *testing.T) {
 		"--api-addr", "127.0.0.1:0", "--gossip-port", "70000")
 	if code != exitConfig || !strings.Contains(stderr, "gossip_port") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+// TestAgentRefusesDeployedTokenFile: the agent refuses a deployed token
+// file that group or others may read, or that holds no usable token, with
+// exit code 2 and a line naming the key, before it touches the network
+// (its flags keep it on loopback should it ever start).
+func TestAgentRefusesDeployedTokenFile(t *testing.T) {
+	good := "0123456789abcdef0123456789abcdef-ok\n"
+	tests := []struct {
+		name, key, body string
+		mode            os.FileMode
+		missing         bool
+	}{
+		{name: "world-readable", key: "api_token_file", body: good, mode: 0o644},
+		{name: "group-readable", key: "api_token_file", body: good, mode: 0o640},
+		{name: "too short", key: "api_token_file", body: "secret\n", mode: 0o600},
+		{name: "missing", key: "api_token_file", missing: true},
+		{name: "metrics world-readable", key: "api_metrics_token_file", body: good, mode: 0o604},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if runtime.GOOS == "windows" && tt.mode&0o077 != 0 {
+				t.Skip("file modes do not say who may read a file on Windows")
+			}
+			path := filepath.Join(t.TempDir(), "token")
+			if !tt.missing {
+				if err := os.WriteFile(path, []byte(tt.body), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(path, tt.mode); err != nil {
+					t.Fatal(err)
+				}
+			}
+			code, _, stderr := runCLI(t, "agent", "--data-dir", t.TempDir(), "--bind-addr", "127.0.0.1",
+				"--advertise-addr", "127.0.0.1", "--subnet", "127.0.0.0/8", "--no-lan-discover",
+				"--api-addr", "127.0.0.1:0", "--gossip-port", "0", "--peer-port", "0",
+				"--config", writeConfig(t, tt.key+": "+path+"\n"))
+			if code != exitConfig || !strings.Contains(stderr, tt.key+":") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+				t.Fatalf("exit %d, stderr %q; want exit %d and one line naming %s", code, stderr, exitConfig, tt.key)
+			}
+			if strings.Contains(stderr, "0123456789abcdef") {
+				t.Fatalf("the error shows the token: %q", stderr)
+			}
+		})
+	}
+}
+
+// TestConfigAcceptsOwnEnvAndOptIns: the project's own REDLEADER_*
+// variables that set no key (the lab's) are allowed, and a non-loopback
+// api_addr passes with api_allow_remote.
+func TestConfigAcceptsOwnEnvAndOptIns(t *testing.T) {
+	t.Setenv("REDLEADER_BIN", "/usr/local/bin/redleader")
+	t.Setenv("REDLEADER_LAB_BUILD_DIR", t.TempDir())
+	t.Setenv("REDLEADER_ALLOW_OPEN_ADMIN", "true")
+	file := writeConfig(t, "api_addr: 0.0.0.0:7380\napi_allow_remote: true\napi_metrics_token_file: /etc/redleader/metrics-token\n")
+	code, out, stderr := runCLI(t, "config", "--json", "--config", file, "--data-dir", t.TempDir())
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["api_addr"] != "0.0.0.0:7380" || m["api_allow_remote"] != true || m["allow_open_admin"] != true ||
+		m["api_metrics_token_file"] != "/etc/redleader/metrics-token" {
+		t.Errorf("config = %v", m)
 	}
 }
 
