@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/redleader-p2p/redleader/config"
+	"github.com/redleader-p2p/redleader/internal/wait"
 	"github.com/redleader-p2p/redleader/peer"
 	"github.com/redleader-p2p/redleader/peer/api"
 	"github.com/redleader-p2p/redleader/peer/peertest"
@@ -28,7 +29,7 @@ func TestMain(m *testing.M) {
 
 func TestClusterFormsByJoin(t *testing.T) {
 	agents := peertest.Start(t, 3, peertest.Options{})
-	peertest.Eventually(t, 20*time.Second, "3 alive members everywhere", func() bool {
+	wait.For(t, 20*time.Second, "3 alive members everywhere", func() bool {
 		return peertest.SameMembers(agents, agents)
 	})
 }
@@ -38,7 +39,7 @@ func TestClusterFormsByBeacon(t *testing.T) {
 	port := peertest.FreeUDPPort(t)
 	a := peertest.Start(t, 3, peertest.Options{Subnet: "10.1.1.0/24", MulticastGroup: "239.255.82.101", MulticastPort: port})
 	b := peertest.Start(t, 3, peertest.Options{Subnet: "10.1.2.0/24", MulticastGroup: "239.255.82.101", MulticastPort: port})
-	peertest.Eventually(t, 20*time.Second, "each subnet sees exactly its own 3 agents", func() bool {
+	wait.For(t, 20*time.Second, "each subnet sees exactly its own 3 agents", func() bool {
 		return peertest.SameMembers(a, a) && peertest.SameMembers(b, b)
 	})
 }
@@ -66,7 +67,7 @@ func TestDifferentClusterKeysNeverMeet(t *testing.T) {
 			b := peertest.Start(t, 1, peertest.Options{ClusterKey: tt.k2, Join: []string{a[0].GossipAddr().String()}})
 			// The same key does join: proves the join path works at all.
 			c := peertest.Start(t, 1, peertest.Options{ClusterKey: tt.k1, Join: []string{a[0].GossipAddr().String()}})
-			peertest.Eventually(t, 20*time.Second, "same-key agents meet", func() bool {
+			wait.For(t, 20*time.Second, "same-key agents meet", func() bool {
 				return peertest.SameMembers([]*peer.Agent{a[0], c[0]}, []*peer.Agent{a[0], c[0]})
 			})
 			time.Sleep(3 * time.Second)
@@ -79,12 +80,12 @@ func TestDifferentClusterKeysNeverMeet(t *testing.T) {
 
 func TestGracefulLeaveShowsLeft(t *testing.T) {
 	agents := peertest.Start(t, 3, peertest.Options{})
-	peertest.Eventually(t, 20*time.Second, "cluster formed", func() bool { return peertest.SameMembers(agents, agents) })
+	wait.For(t, 20*time.Second, "cluster formed", func() bool { return peertest.SameMembers(agents, agents) })
 	gone := agents[2]
 	if err := gone.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	peertest.Eventually(t, 10*time.Second, "others see it left", func() bool {
+	wait.For(t, 10*time.Second, "others see it left", func() bool {
 		for _, a := range agents[:2] {
 			found := false
 			for _, m := range a.Members() {
@@ -132,7 +133,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 func TestAPI(t *testing.T) {
 	agents := peertest.Start(t, 2, peertest.Options{Subnet: "10.5.0.0/24",
 		Configure: func(i int, c *config.Config) { c.Location = "branch-7"; c.NotLeaderMaterial = i == 1 }})
-	peertest.Eventually(t, 20*time.Second, "cluster formed", func() bool { return peertest.SameMembers(agents, agents) })
+	wait.For(t, 20*time.Second, "cluster formed", func() bool { return peertest.SameMembers(agents, agents) })
 	base := "http://" + agents[0].APIAddr()
 
 	get := func(path string) (*http.Response, []byte) {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/redleader-p2p/redleader/config"
+	"github.com/redleader-p2p/redleader/internal/wait"
 	"github.com/redleader-p2p/redleader/peer"
 	"github.com/redleader-p2p/redleader/peer/api"
 	"github.com/redleader-p2p/redleader/peer/content"
@@ -273,7 +274,7 @@ func TestCacheAPI(t *testing.T) {
 			}
 			// An upload that broke off is refused by the agent a moment
 			// after the client gave up.
-			peertest.Eventually(t, 5*time.Second, "an empty cache after the refusal", func() bool { return len(list()) == 0 })
+			wait.For(t, 5*time.Second, "an empty cache after the refusal", func() bool { return len(list()) == 0 })
 		})
 	}
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redleader-p2p/redleader/election"
+	"github.com/redleader-p2p/redleader/internal/wait"
 	"github.com/redleader-p2p/redleader/peer"
 	"github.com/redleader-p2p/redleader/peer/api"
 	"github.com/redleader-p2p/redleader/peer/peertest"
@@ -52,7 +53,7 @@ func waitRedLeader(t *testing.T, agents []*peer.Agent, d time.Duration) (string,
 	t.Helper()
 	var leader string
 	var epoch uint64
-	peertest.Eventually(t, d, "one agreed Red Leader", func() bool {
+	wait.For(t, d, "one agreed Red Leader", func() bool {
 		leader, epoch = agreedRedLeader(agents)
 		return leader != ""
 	})
@@ -98,7 +99,7 @@ func TestSeedScenario(t *testing.T) {
 	expect := func(step int, want string) {
 		t.Helper()
 		var got string
-		peertest.Eventually(t, 30*time.Second, "step "+want, func() bool {
+		wait.For(t, 30*time.Second, "step "+want, func() bool {
 			id, _ := agreedRedLeader(all)
 			got = names(id)
 			return got == want
@@ -126,7 +127,7 @@ func TestSeedScenario(t *testing.T) {
 	// sees it, so that step 6 does not depend on the order updates arrive.
 	agents["M4"].SetRankInputs(in(peer.PriorityLow, 1, 100, 3000*s))
 	agents["M5"].SetRankInputs(in(peer.PriorityLow, 1, 105, 9000*s))
-	peertest.Eventually(t, 10*time.Second, "progress published", func() bool {
+	wait.For(t, 10*time.Second, "progress published", func() bool {
 		for _, a := range all {
 			seen := 0
 			for _, m := range a.Members() {
@@ -199,7 +200,7 @@ func TestAdminMarksAndPolicyFromAnyAgent(t *testing.T) {
 			t.Fatalf("policy set on agent %d: %d %s", i, code, body)
 		}
 		start := time.Now()
-		peertest.Eventually(t, 2*time.Second, "policy visible on every agent", func() bool {
+		wait.For(t, 2*time.Second, "policy visible on every agent", func() bool {
 			for _, a := range agents {
 				var p api.PolicyInfo
 				_, b := apiCall(t, a, http.MethodGet, "/v1/policy", "", nil)
@@ -229,7 +230,7 @@ func TestAdminMarksAndPolicyFromAnyAgent(t *testing.T) {
 	if code, body := apiCall(t, agents[2], http.MethodPost, "/v1/nlm", token(2), api.NLMRequest{Node: leader, On: false}); code != http.StatusOK {
 		t.Fatalf("nlm off: %d %s", code, body)
 	}
-	peertest.Eventually(t, 5*time.Second, "mark cleared everywhere", func() bool {
+	wait.For(t, 5*time.Second, "mark cleared everywhere", func() bool {
 		for _, a := range agents {
 			if a.Election().State().Marked(leader, time.Now()) {
 				return false

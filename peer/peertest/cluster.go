@@ -110,18 +110,6 @@ func Start(t testing.TB, n int, opts Options) []*peer.Agent {
 	return agents
 }
 
-// Eventually polls cond every 50 ms until it holds or timeout passes.
-func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // AliveSet returns the node IDs a sees as alive.
 func AliveSet(a *peer.Agent) map[string]bool {
 	out := map[string]bool{}
