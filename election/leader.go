@@ -13,36 +13,74 @@ import (
 // starts it afresh: every check-in clock restarts, so losing the Raft
 // leader never displaces a healthy Red Leader.
 type leaderState struct {
-	since       time.Time
+	cluster     string
+	gen         uint64               // the raftNode's leadership generation it was established for
+	since       time.Time            // established at
 	checkIns    map[string]time.Time // node -> last check-in received
 	lastSeen    map[string]time.Time // configured servers -> last seen alive
 	standbySeen map[string]time.Time // standby -> first seen in the configuration
 	lastPlan    time.Time
 }
 
-// leaderTick is the Raft leader's periodic work: init, seat health,
-// ranking, voter reconcile. Apply errors are logged; the next tick retries.
-func (n *Node) leaderTick(r *raftNode, members []Member) {
-	now := time.Now()
+// The Raft leader's duties (ranking and appointment, check-in clocks, voter
+// reconcile) follow Raft's leadership: syncLeadership, on the main loop,
+// establishes them once per gain and revokes them once per loss, as told
+// by Raft's leadership notifications (raftNode.leadership). Everything
+// that starts or ends them holds n.life, so the pairs never interleave.
+
+// syncLeadership revokes the leader duties if Raft's leadership ended (or
+// ended and began again) since they were established, and establishes them
+// if Raft leads now. It returns their state, nil when not leading.
+func (n *Node) syncLeadership(r *raftNode) *leaderState {
+	leading, gen := r.leadership()
 	n.mu.Lock()
 	ls := n.lead
-	if ls == nil {
-		ls = &leaderState{since: now, checkIns: map[string]time.Time{}, lastSeen: map[string]time.Time{},
-			standbySeen: map[string]time.Time{}}
-		n.lead = ls
-		n.mu.Unlock()
-		// establish leadership: the FSM must be caught up before we act on it.
-		if err := r.raft.Barrier(5 * time.Second).Error(); err != nil {
-			n.mu.Lock()
-			n.lead = nil
-			n.mu.Unlock()
-			return
-		}
-		n.log.Info("raft leadership established", "cluster", r.clusterID)
-	} else {
-		n.mu.Unlock()
+	n.mu.Unlock()
+	if ls != nil && (!leading || ls.gen != gen) {
+		n.revokeLeadership("raft leadership lost")
+		ls = nil
 	}
+	if ls == nil && leading {
+		ls = n.establishLeadership(r, gen)
+	}
+	return ls
+}
 
+// establishLeadership starts the leader duties: a barrier first, so that
+// the FSM holds every committed entry before the leader acts on it, then a
+// fresh in-memory state. On failure it returns nil; the next tick retries
+// while Raft still leads.
+func (n *Node) establishLeadership(r *raftNode, gen uint64) *leaderState {
+	if err := r.raft.Barrier(5 * time.Second).Error(); err != nil {
+		n.log.Warn("raft leadership not established yet: barrier failed", "cluster", r.clusterID, "err", err)
+		return nil
+	}
+	ls := &leaderState{cluster: r.clusterID, gen: gen, since: time.Now(), checkIns: map[string]time.Time{},
+		lastSeen: map[string]time.Time{}, standbySeen: map[string]time.Time{}}
+	n.mu.Lock()
+	n.lead = ls
+	n.mu.Unlock()
+	n.log.Info("raft leadership established", "cluster", r.clusterID)
+	return ls
+}
+
+// revokeLeadership ends the leader duties, if established: their state,
+// check-in clocks included, is dropped.
+func (n *Node) revokeLeadership(why string) {
+	n.mu.Lock()
+	ls := n.lead
+	n.lead = nil
+	n.mu.Unlock()
+	if ls != nil {
+		n.log.Info("raft leadership revoked", "cluster", ls.cluster, "why", why,
+			"led_for", time.Since(ls.since).Round(time.Millisecond))
+	}
+}
+
+// leaderTick is the Raft leader's periodic work: init, seat health,
+// ranking, voter reconcile. Apply errors are logged; the next tick retries.
+func (n *Node) leaderTick(r *raftNode, ls *leaderState, members []Member) {
+	now := time.Now()
 	st := r.fsm.summary()
 	if !st.Initialized() {
 		n.commitInit(r)

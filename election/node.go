@@ -120,10 +120,6 @@ type Config struct {
 	InitialPolicy Policy
 
 	Logger *slog.Logger
-
-	// NeverConfirm is a test hook: the node never checks in, so it never
-	// confirms an appointment.
-	NeverConfirm bool
 }
 
 // Validate checks the configuration; errors name the field.
@@ -169,11 +165,13 @@ type Node struct {
 	life sync.Mutex
 
 	mu          sync.Mutex
-	r           *raftNode    // nil unless in a Raft group
-	lead        *leaderState // non-nil while this node is the Raft leader
-	seat        RedLeader    // newest seat seen (state or check-in reply)
-	lastCheckIn time.Time    // send time of the last successful check-in
-	hint        chan struct{}
+	r           *raftNode     // nil unless in a Raft group
+	lead        *leaderState  // non-nil while this node is the Raft leader
+	seat        RedLeader     // newest seat seen (state or check-in reply)
+	lastCheckIn time.Time     // send time of the last successful check-in
+	red         redRole       // the Red Leader role as this node plays it
+	hint        chan struct{} // wakes the check-in loop
+	wakeMain    chan struct{} // wakes the main loop (Raft leadership changed)
 	lastHead    Head
 	noLeader    time.Time // since when the Raft group has had no leader
 	started     time.Time
@@ -200,7 +198,7 @@ func New(cfg Config, mem Membership, tr Transport) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("election dir: %w", err)
 	}
-	n := &Node{cfg: cfg, mem: mem, tr: tr, log: cfg.Logger, hint: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, mem: mem, tr: tr, log: cfg.Logger, hint: make(chan struct{}, 1), wakeMain: make(chan struct{}, 1)}
 	n.member = NewFSM(FSMOptions{Logger: cfg.Logger})
 	n.http = &http.Client{
 		Timeout: 3 * time.Second,
@@ -241,12 +239,14 @@ func (n *Node) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close hands over what this node holds (Red Leader seat, Raft
+// Close stops the Red Leader role (the watchers see false, then their
+// channels close), hands over what this node holds (Red Leader seat, Raft
 // leadership), then stops everything.
 func (n *Node) Close() error {
 	if n.cancel == nil {
 		return nil
 	}
+	n.closeRedRole()
 	n.handOver()
 	n.cancel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -255,9 +255,10 @@ func (n *Node) Close() error {
 	n.wg.Wait()
 	n.life.Lock()
 	defer n.life.Unlock()
+	n.revokeLeadership("stopping")
 	n.mu.Lock()
 	r := n.r
-	n.r, n.lead = nil, nil
+	n.r = nil
 	n.mu.Unlock()
 	var err error
 	if r != nil {
@@ -323,6 +324,7 @@ func (n *Node) mainLoop() {
 		case <-n.ctx.Done():
 			return
 		case <-tick.C:
+		case <-n.wakeMain:
 		}
 		members := n.mem.Members()
 		n.life.Lock()
@@ -336,6 +338,14 @@ func (n *Node) mainLoop() {
 		}
 		n.life.Unlock()
 		n.publishHead()
+	}
+}
+
+// wake makes the main loop run now.
+func (n *Node) wake() {
+	select {
+	case n.wakeMain <- struct{}{}:
+	default:
 	}
 }
 
@@ -510,12 +520,8 @@ func (n *Node) raftTick(r *raftNode, members []Member) {
 		}
 		return
 	}
-	if r.raft.State() == raft.Leader {
-		n.leaderTick(r, members)
-	} else {
-		n.mu.Lock()
-		n.lead = nil
-		n.mu.Unlock()
+	if ls := n.syncLeadership(r); ls != nil {
+		n.leaderTick(r, ls, members)
 	}
 	n.maybeWriteCache(r.fsm)
 }
@@ -559,9 +565,10 @@ func (n *Node) quorumGone(r *raftNode, members []Member) bool {
 // abandon leaves a Raft group: shuts it down and moves its state aside.
 func (n *Node) abandon(r *raftNode, why string) {
 	n.log.Warn("leaving Raft group", "cluster", r.clusterID, "why", why)
+	n.revokeLeadership("leaving the Raft group")
 	n.mu.Lock()
 	if n.r == r {
-		n.r, n.lead = nil, nil
+		n.r = nil
 	}
 	n.mu.Unlock()
 	carry := r.fsm.State()

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -35,7 +36,31 @@ type raftNode struct {
 	fsm       *FSM
 	store     *raftboltdb.BoltStore
 	trans     *raft.NetworkTransport
-	notify    chan bool
+	notify    chan bool     // Raft's leadership notifications (Config.NotifyCh)
+	stopped   chan struct{} // closed by shutdown
+	stopOnce  sync.Once
+
+	leadMu  sync.Mutex
+	leading bool   // Raft's last notification: this node leads
+	gen     uint64 // counts the notified gains of leadership
+}
+
+// leadership reports whether Raft last said this node leads, and which
+// gain of leadership that was: a loss and a gain between two reads show
+// as a new generation.
+func (r *raftNode) leadership() (leading bool, gen uint64) {
+	r.leadMu.Lock()
+	defer r.leadMu.Unlock()
+	return r.leading, r.gen
+}
+
+func (r *raftNode) setLeading(v bool) {
+	r.leadMu.Lock()
+	defer r.leadMu.Unlock()
+	if v && !r.leading {
+		r.gen++
+	}
+	r.leading = v
 }
 
 // openRaft starts Raft for clusterID in DataDir/raft/<clusterID>. With
@@ -92,7 +117,8 @@ func (n *Node) openRaft(clusterID string, bootstrap bool, carry *State) error {
 	notify := make(chan bool, 8)
 	rc.NotifyCh = notify
 	fsm := NewFSM(FSMOptions{Logger: n.log})
-	rn := &raftNode{clusterID: clusterID, dir: dir, fsm: fsm, store: store, trans: trans, notify: notify}
+	rn := &raftNode{clusterID: clusterID, dir: dir, fsm: fsm, store: store, trans: trans, notify: notify,
+		stopped: make(chan struct{})}
 
 	if bootstrap {
 		has, err := raft.HasExistingState(logs, store, snaps)
@@ -120,28 +146,31 @@ func (n *Node) openRaft(clusterID string, bootstrap bool, carry *State) error {
 	if err := atomicfile.Write(filepath.Join(n.cfg.DataDir, currentFile), []byte(clusterID+"\n"), 0o600); err != nil {
 		n.log.Warn("cannot record the current cluster", "err", err)
 	}
+	n.revokeLeadership("new Raft instance") // a no-op: Close and abandon revoke before
 	n.mu.Lock()
-	n.r, n.lead, n.noLeader = rn, nil, time.Time{}
+	n.r, n.noLeader = rn, time.Time{}
 	if bootstrap && carry != nil {
 		n.pendingInit = carry
 	}
 	n.mu.Unlock()
-	n.goLoop(func() { n.drainNotify(rn) })
+	n.goLoop(func() { n.watchLeadership(rn) })
 	n.log.Info("raft started", "cluster", clusterID, "bootstrap", bootstrap, "addr", trans.LocalAddr())
 	return nil
 }
 
-// drainNotify empties Raft's leadership channel (raft blocks if it is full).
-// Leadership itself is read with raft.State() on every tick.
-func (n *Node) drainNotify(r *raftNode) {
+// watchLeadership reads Raft's leadership notifications (Raft blocks until
+// they are read), records them and wakes the main loop, which establishes
+// or revokes the leader duties (syncLeadership).
+func (n *Node) watchLeadership(r *raftNode) {
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
-		case _, ok := <-r.notify:
-			if !ok {
-				return
-			}
+		case <-r.stopped:
+			return
+		case v := <-r.notify:
+			r.setLeading(v)
+			n.wake()
 		}
 	}
 }
@@ -162,6 +191,7 @@ func (r *raftNode) apply(b []byte) (Result, uint64, error) {
 
 func (r *raftNode) shutdown() error {
 	err := r.raft.Shutdown().Error()
+	r.stopOnce.Do(func() { close(r.stopped) })
 	return errors.Join(err, r.trans.Close(), r.store.Close())
 }
 

@@ -110,6 +110,7 @@ func (n *Node) learnSeat(node string, epoch uint64) {
 	n.mu.Lock()
 	if epoch > n.seat.Epoch {
 		n.seat = RedLeader{Node: node, Epoch: epoch}
+		n.updateRedLocked(time.Now())
 	}
 	n.mu.Unlock()
 	n.kickCheckin()
@@ -385,15 +386,13 @@ func (n *Node) checkinLoop() {
 		case <-t.C:
 		case <-n.hint:
 		}
-		if n.cfg.NeverConfirm {
-			continue
-		}
 		st := n.summary()
 		n.mu.Lock()
 		seat := n.seat
 		if st.RedLeader.Epoch > seat.Epoch || (st.RedLeader.Epoch == seat.Epoch && st.Index > 0 && st.RedLeader.Node != seat.Node) {
 			seat = st.RedLeader
 			n.seat = seat
+			n.updateRedLocked(time.Now())
 		}
 		n.mu.Unlock()
 		if seat.Node == n.cfg.Node {
@@ -420,6 +419,7 @@ func (n *Node) checkin(epoch uint64) {
 		if out.Seat.Node == n.cfg.Node && out.Seat.Epoch == epoch {
 			n.lastCheckIn = sent
 		}
+		n.updateRedLocked(time.Now())
 		n.mu.Unlock()
 		return
 	}

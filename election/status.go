@@ -28,13 +28,6 @@ type Status struct {
 	Raft      RaftStatus
 }
 
-// IsRedLeader applies the fencing rule now.
-func (n *Node) IsRedLeader() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.seat.Holds(n.cfg.Node, n.seat.Epoch, n.lastCheckIn, time.Now(), n.cfg.CheckinTimeout)
-}
-
 // Status reports the election as this node sees it.
 func (n *Node) Status() Status {
 	st := n.summary()
