@@ -73,9 +73,10 @@ type simHost struct {
 	raftLn *sublisten.Listener // Raft instances take it through Sub, as on the peer port
 	rpcLn  *sublisten.Listener
 
-	// cut makes every dial from this host fail: its check-ins, pulls,
-	// forwarded commands and Raft requests never leave it. Connections
-	// others open to it still work.
+	// cut makes every dial from this host fail, and every write on the
+	// connections it dialed: its check-ins, pulls, forwarded commands and
+	// Raft requests never leave it. Connections others open to it still
+	// work.
 	cut atomic.Bool
 
 	rpcServed   atomic.Int64 // bytes this host wrote as an RPC server
@@ -109,11 +110,11 @@ func (p simPeer) Dial(ctx context.Context, addr string, rpc bool) (net.Conn, err
 		return nil, fmt.Errorf("%w: %s", errSimUnreachable, addr)
 	}
 	c1, c2 := net.Pipe()
-	client := &countConn{Conn: c1, written: &p.h.raftBytes}
+	client := &countConn{Conn: c1, written: &p.h.raftBytes, cut: &p.h.cut}
 	server := &countConn{Conn: c2, written: &dst.raftBytes}
 	ln := dst.raftLn
 	if rpc {
-		client = &countConn{Conn: c1, written: new(atomic.Int64), pulls: &dst.pullsServed}
+		client = &countConn{Conn: c1, written: new(atomic.Int64), pulls: &dst.pullsServed, cut: &p.h.cut}
 		server = &countConn{Conn: c2, written: &dst.rpcServed}
 		ln = dst.rpcLn
 	}
@@ -132,11 +133,16 @@ type countConn struct {
 	net.Conn
 	written *atomic.Int64
 	pulls   *atomic.Int64
+	cut     *atomic.Bool // the dialing host's cut: its connections fail too
 }
 
 var pullRequestLine = []byte("GET /rpc/state ")
 
 func (c *countConn) Write(p []byte) (int, error) {
+	if c.cut != nil && c.cut.Load() {
+		c.Conn.Close()
+		return 0, fmt.Errorf("%w: connection cut", errSimUnreachable)
+	}
 	n, err := c.Conn.Write(p)
 	c.written.Add(int64(n))
 	if c.pulls != nil && bytes.HasPrefix(p, pullRequestLine) {
