@@ -109,9 +109,19 @@ type Config struct {
 	// ClusterKey (base64 of 32 bytes) encrypts gossip, authenticates LAN
 	// discovery beacons (HMAC), and puts Raft and the cluster RPC inside
 	// mutual TLS 1.3 with a certificate derived from the key. MS-PCCRD and
-	// MS-PCCRR stay open to any BranchCache peer. Empty: the cluster is open
-	// to the LAN. Generate one with `head -c32 /dev/urandom | base64`.
+	// MS-PCCRR stay open to any BranchCache peer. Empty (and no
+	// ClusterKeys): the cluster is open to the LAN. Generate one with
+	// `redleader keygen`. It is the one-key shorthand of ClusterKeys:
+	// setting both is an error.
 	ClusterKey string `mapstructure:"cluster_key" yaml:"cluster_key"`
+
+	// ClusterKeys lists cluster keys (each base64 of 32 bytes, at most
+	// MaxClusterKeys) for a rotation without a flag day: the first one
+	// encrypts gossip, signs beacons and gives the TLS certificate this
+	// agent presents; every one of them decrypts gossip, authenticates
+	// beacons and is accepted in a peer's certificate. In the environment:
+	// REDLEADER_CLUSTER_KEYS="new,old".
+	ClusterKeys []string `mapstructure:"cluster_keys" yaml:"cluster_keys"`
 
 	// AllowOpenAdmin, without a cluster key, lets admin commands (policy,
 	// admin not-leader-material marks) be committed in the open cluster:
@@ -355,11 +365,7 @@ func (c *Config) Validate() error {
 	positive("rejoin_interval", c.RejoinInterval)
 	positive("rehome_interval", c.RehomeInterval)
 	positive("member_retention", c.MemberRetention)
-	if c.ClusterKey != "" {
-		if _, err := c.Key(); err != nil {
-			bad("cluster_key", "(hidden)", err.Error())
-		}
-	}
+	c.validateKeys(bad)
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -421,19 +427,94 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Key decodes ClusterKey. It returns nil, nil when no key is set.
+// MaxClusterKeys bounds cluster_keys: a rotation needs two; every extra
+// key is one more trial decryption per gossip packet.
+const MaxClusterKeys = 8
+
+// ClusterKeySize is the length of a decoded cluster key.
+const ClusterKeySize = 32
+
+// Key returns the primary cluster key: the one that encrypts gossip, signs
+// beacons and gives this agent's TLS certificate (cluster_key, or the first
+// of cluster_keys). It returns nil, nil when no key is set (open mode).
 func (c *Config) Key() ([]byte, error) {
-	if c.ClusterKey == "" {
-		return nil, nil
+	keys, err := c.Keyring()
+	if err != nil || len(keys) == 0 {
+		return nil, err
 	}
-	k, err := base64.StdEncoding.DecodeString(c.ClusterKey)
+	return keys[0], nil
+}
+
+// Keyring decodes the cluster keys, primary first: cluster_key alone, or
+// cluster_keys. It returns nil, nil when no key is set (open mode).
+func (c *Config) Keyring() ([][]byte, error) {
+	var errs []error
+	c.validateKeys(func(key string, _ any, why string) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, why))
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if c.ClusterKey != "" {
+		k, _ := DecodeKey(c.ClusterKey)
+		return [][]byte{k}, nil
+	}
+	var keys [][]byte
+	for _, s := range c.ClusterKeys {
+		k, _ := DecodeKey(s)
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// DecodeKey decodes one cluster key: standard base64 of 32 bytes, spaces
+// around it ignored.
+func DecodeKey(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, errors.New("empty")
+	}
+	k, err := base64.StdEncoding.DecodeString(s)
 	if err != nil {
 		return nil, errors.New("not base64")
 	}
-	if len(k) != 32 {
-		return nil, fmt.Errorf("decodes to %d bytes, want 32", len(k))
+	if len(k) != ClusterKeySize {
+		return nil, fmt.Errorf("decodes to %d bytes, want %d", len(k), ClusterKeySize)
 	}
 	return k, nil
+}
+
+// validateKeys checks cluster_key and cluster_keys; key values are never
+// echoed.
+func (c *Config) validateKeys(bad func(key string, val any, why string)) {
+	const hidden = "(hidden)"
+	if c.ClusterKey != "" {
+		if len(c.ClusterKeys) > 0 {
+			bad("cluster_keys", hidden, "cluster_key is set too: set one of them (cluster_key is the one-key shorthand of cluster_keys)")
+		}
+		if _, err := DecodeKey(c.ClusterKey); err != nil {
+			bad("cluster_key", hidden, err.Error())
+		}
+		return
+	}
+	if len(c.ClusterKeys) > MaxClusterKeys {
+		bad("cluster_keys", fmt.Sprintf("%d keys", len(c.ClusterKeys)), fmt.Sprintf("at most %d", MaxClusterKeys))
+		return
+	}
+	seen := map[string]int{}
+	for i, s := range c.ClusterKeys {
+		key := fmt.Sprintf("cluster_keys[%d]", i)
+		k, err := DecodeKey(s)
+		if err != nil {
+			bad(key, hidden, err.Error())
+			continue
+		}
+		if j, dup := seen[string(k)]; dup {
+			bad(key, hidden, fmt.Sprintf("same key as cluster_keys[%d]", j))
+			continue
+		}
+		seen[string(k)] = i
+	}
 }
 
 // ParseSize parses a byte size: 0, 512MB, 20GB, 1.5TB (powers of 1000) or

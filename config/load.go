@@ -76,6 +76,7 @@ func Default() Config {
 		PeerPort:        7381,
 		APIAddr:         "127.0.0.1:7380",
 		Join:            []string{},
+		ClusterKeys:     []string{},
 		RejoinInterval:  30 * time.Second,
 		RehomeInterval:  5 * time.Second,
 		MemberRetention: 10 * time.Minute,

@@ -35,6 +35,13 @@ func (c Config) Map() map[string]any {
 		if s, _ := v.(string); k == "cluster_key" && s != "" {
 			v = "(set)"
 		}
+		if ks, ok := v.([]string); ok && k == "cluster_keys" {
+			hidden := make([]string, len(ks))
+			for i := range hidden {
+				hidden[i] = "(set)"
+			}
+			v = hidden
+		}
 		m := root
 		parts := strings.Split(k, ".")
 		for _, p := range parts[:len(parts)-1] {

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -75,10 +76,12 @@ func MarshalBeacon(a Announce, key []byte) ([]byte, error) {
 	return b, nil
 }
 
-// UnmarshalBeacon decodes and, when key is set, authenticates a beacon.
-// A beacon that is unsigned while we have a key, or signed while we have
-// none, is rejected: the two agents are not in the same cluster.
-func UnmarshalBeacon(b []byte, key []byte) (Announce, error) {
+// UnmarshalBeacon decodes and, when keys are given, authenticates a
+// beacon: its tag must match one of the keys (a fleet rotating its key
+// holds the old and the new one). Empty keys are ignored. A beacon that is
+// unsigned while we have a key, or signed while we have none, is rejected:
+// the two agents are not in the same cluster.
+func UnmarshalBeacon(b []byte, keys ...[]byte) (Announce, error) {
 	const fixed = 4 + 2 + 16 + 2 + 1
 	if len(b) > maxBeaconSize {
 		return Announce{}, fmt.Errorf("%w: %d bytes", ErrBadBeacon, len(b))
@@ -90,7 +93,7 @@ func UnmarshalBeacon(b []byte, key []byte) (Announce, error) {
 		return Announce{}, fmt.Errorf("%w: version %d", ErrBadBeacon, b[4])
 	}
 	signed := b[5]&beaconFlagAuth != 0
-	if signed != (len(key) > 0) {
+	if signed != slices.ContainsFunc(keys, func(k []byte) bool { return len(k) > 0 }) {
 		return Announce{}, ErrBeaconAuth
 	}
 	body := b
@@ -99,7 +102,8 @@ func UnmarshalBeacon(b []byte, key []byte) (Announce, error) {
 			return Announce{}, fmt.Errorf("%w: short tag", ErrBadBeacon)
 		}
 		body = b[:len(b)-beaconTagLen]
-		if !hmac.Equal(beaconTag(key, body), b[len(body):]) {
+		tag := b[len(body):]
+		if !slices.ContainsFunc(keys, func(k []byte) bool { return len(k) > 0 && hmac.Equal(beaconTag(k, body), tag) }) {
 			return Announce{}, ErrBeaconAuth
 		}
 	}
@@ -138,8 +142,10 @@ type BeaconConfig struct {
 	// Interval between beacons once settled; the first ones go out after
 	// 0.5 s, 1 s, 2 s, 4 s … until Interval is reached.
 	Interval time.Duration
-	// Key authenticates beacons (nil: unauthenticated).
-	Key []byte
+	// Keys authenticate beacons: the first one signs what this agent
+	// sends, a received beacon signed with any of them is accepted (key
+	// rotation). None: unauthenticated.
+	Keys [][]byte
 }
 
 // BeaconStats counts what a Beacon did.
@@ -294,7 +300,11 @@ func (b *Beacon) sendLoop(ctx context.Context) {
 }
 
 func (b *Beacon) send() {
-	msg, err := MarshalBeacon(b.self(), b.cfg.Key)
+	var key []byte
+	if len(b.cfg.Keys) > 0 {
+		key = b.cfg.Keys[0]
+	}
+	msg, err := MarshalBeacon(b.self(), key)
 	if err != nil {
 		b.rlog.Warn("marshal", "beacon not sent", "err", err)
 		return
@@ -318,7 +328,7 @@ func (b *Beacon) receiveLoop() {
 			time.Sleep(10 * time.Millisecond) // a transient error must not spin
 			continue
 		}
-		a, err := UnmarshalBeacon(buf[:n], b.cfg.Key)
+		a, err := UnmarshalBeacon(buf[:n], b.cfg.Keys...)
 		if err != nil {
 			b.count(func(s *BeaconStats) { s.Dropped++ })
 			b.rlog.Debug("drop "+src.Addr().String(), "beacon dropped", "from", src, "err", err)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -54,6 +55,44 @@ func TestBeaconRoundTrip(t *testing.T) {
 			}
 			if err == nil && got != tt.a {
 				t.Fatalf("got %+v, want %+v", got, tt.a)
+			}
+		})
+	}
+}
+
+// TestBeaconKeyRotation: a beacon is accepted when it is signed with any
+// of the reader's keys, in any position; a reader with only unrelated keys,
+// or none, refuses it.
+func TestBeaconKeyRotation(t *testing.T) {
+	oldKey, newKey, other := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), bytes.Repeat([]byte{3}, 32)
+	tests := []struct {
+		name     string
+		signKey  []byte
+		readKeys [][]byte
+		wantErr  error
+	}{
+		{"old to [old new]", oldKey, [][]byte{oldKey, newKey}, nil},
+		{"new to [old new]", newKey, [][]byte{oldKey, newKey}, nil},
+		{"old to [new old]", oldKey, [][]byte{newKey, oldKey}, nil},
+		{"new to [new]", newKey, [][]byte{newKey}, nil},
+		{"old to [new]", oldKey, [][]byte{newKey}, ErrBeaconAuth},
+		{"other to [new old]", other, [][]byte{newKey, oldKey}, ErrBeaconAuth},
+		{"empty keys are no keys", oldKey, [][]byte{nil, {}}, ErrBeaconAuth},
+		{"empty key skipped", oldKey, [][]byte{nil, oldKey}, nil},
+		{"unsigned to [new old]", nil, [][]byte{newKey, oldKey}, ErrBeaconAuth},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := MarshalBeacon(testAnnounce(), tt.signKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := UnmarshalBeacon(b, tt.readKeys...)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if err == nil && got != testAnnounce() {
+				t.Fatalf("got %+v", got)
 			}
 		})
 	}
@@ -135,7 +174,7 @@ func TestBeaconOnLoopback(t *testing.T) {
 	}
 	defer b1.Close()
 	keyed := cfg
-	keyed.Key = bytes.Repeat([]byte{1}, 32)
+	keyed.Keys = [][]byte{bytes.Repeat([]byte{1}, 32)}
 	b3, err := NewBeacon(keyed, func() Announce { a := a2; a.Node[0] = 77; return a }, func(Announce) {}, log)
 	if err != nil {
 		t.Fatal(err)
@@ -174,6 +213,87 @@ func TestBeaconOnLoopback(t *testing.T) {
 		if a := <-heard; a.Node[0] == 77 {
 			t.Error("beacon of another cluster delivered")
 		}
+	}
+}
+
+// TestBeaconKeyringOnLoopback: real beacons with key lists. S has
+// [k2 k1] and T has [k1]: a listener holding both keys hears both, one
+// holding only k2 hears S (S signs with its first key) and never T, one
+// holding only k1 hears T and never S.
+func TestBeaconKeyringOnLoopback(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	lo := multicastLoopback(t)
+	log := slog.New(slog.DiscardHandler)
+	k1, k2 := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	cfg := BeaconConfig{Group: netip.MustParseAddr("239.255.82.93"), Port: 47393, Interface: lo, Interval: time.Second}
+	node := func(b byte) Announce { a := testAnnounce(); a.Node[0] = b; return a }
+	const nodeS, nodeT = 'S', 'T'
+
+	var mu sync.Mutex
+	heard := map[string]map[byte]bool{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var all []*Beacon
+	defer func() { // before goleak's check
+		for _, b := range all {
+			b.Close()
+		}
+	}()
+	start := func(name string, self byte, keys ...[]byte) *Beacon {
+		t.Helper()
+		c := cfg
+		c.Keys = keys
+		mu.Lock()
+		heard[name] = map[byte]bool{}
+		mu.Unlock()
+		b, err := NewBeacon(c, func() Announce { return node(self) }, func(a Announce) {
+			mu.Lock()
+			heard[name][a.Node[0]] = true
+			mu.Unlock()
+		}, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, b)
+		if err := b.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	both := start("both", 'B', k1, k2)
+	only2 := start("only k2", '2', k2)
+	only1 := start("only k1", '1', k1)
+	start("S", nodeS, k2, k1)
+	start("T", nodeT, k1)
+
+	has := func(name string, n byte) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return heard[name][n]
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !(has("both", nodeS) && has("both", nodeT) && has("only k2", nodeS) && has("only k1", nodeT)) {
+		if time.Now().After(deadline) {
+			mu.Lock()
+			defer mu.Unlock()
+			t.Fatalf("not all expected beacons heard: %v", heard)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// S's and T's first beacons went to every listener at once: a wrong
+	// acceptance would be in by now. Wait one more round to be sure.
+	time.Sleep(1500 * time.Millisecond)
+	if has("only k2", nodeT) {
+		t.Error("a listener with only k2 accepted T's k1 beacon")
+	}
+	if has("only k1", nodeS) {
+		t.Error("a listener with only k1 accepted S's beacon: S did not sign with its first key")
+	}
+	if only1.Stats().Dropped == 0 || only2.Stats().Dropped == 0 {
+		t.Errorf("listeners with one key dropped nothing: %+v %+v", only1.Stats(), only2.Stats())
+	}
+	if both.Stats().Dropped != 0 {
+		t.Errorf("the listener with both keys dropped %d beacons", both.Stats().Dropped)
 	}
 }
 

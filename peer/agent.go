@@ -62,7 +62,8 @@ type Agent struct {
 	token string
 	boot  time.Time
 	lock  *os.File
-	key   []byte
+	key   []byte   // primary cluster key; nil in open mode
+	keys  [][]byte // every cluster key, primary first (rotation)
 	reg   *prometheus.Registry
 	stats *agentStats
 
@@ -112,7 +113,11 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	key, _ := cfg.Key() // validated above
+	keys, _ := cfg.Keyring() // validated above; primary first
+	var key []byte
+	if len(keys) > 0 {
+		key = keys[0]
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
@@ -123,7 +128,7 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		}
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, opts: opts, log: log, key: key, boot: time.Now(), lock: lock,
+	a := &Agent{cfg: cfg, opts: opts, log: log, key: key, keys: keys, boot: time.Now(), lock: lock,
 		joinCh: make(chan string, 64), metaKick: make(chan struct{}, 1), findHome: findHome}
 	fail := func(err error) (*Agent, error) { lock.Close(); return nil, err }
 	if a.id, err = loadOrCreateNodeID(cfg.DataDir); err != nil {
@@ -133,8 +138,8 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if err = a.loadTokens(); err != nil { // apiauth.go
 		return fail(err)
 	}
-	if len(key) > 0 {
-		if a.serverTLS, a.clientTLS, err = clusterTLS(key); err != nil {
+	if len(keys) > 0 {
+		if a.serverTLS, a.clientTLS, err = clusterTLS(keys...); err != nil {
 			return fail(err)
 		}
 	}
@@ -341,7 +346,7 @@ func (a *Agent) enterHome(h homeAddr) error {
 		BindAddr:  a.cfg.BindAddr,
 		BindPort:  a.cfg.GossipPort,
 		Advertise: h.Addr,
-		Key:       a.key,
+		Keys:      a.keys,
 		Meta:      a.encodedMeta,
 		Retention: a.cfg.MemberRetention,
 		Log:       a.log,
@@ -373,7 +378,7 @@ func (a *Agent) startBeaconLocked() error {
 		Port:      a.cfg.LANDiscovery.Port,
 		Interface: ifc,
 		Interval:  a.cfg.LANDiscovery.Interval,
-		Key:       a.key,
+		Keys:      a.keys,
 	}, a.announce, a.onBeacon, a.log.With("component", "beacon"))
 	if err != nil {
 		return err

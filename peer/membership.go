@@ -37,7 +37,7 @@ type poolConfig struct {
 	BindAddr  string
 	BindPort  int
 	Advertise netip.Addr
-	Key       []byte
+	Keys      [][]byte // cluster keys: the first encrypts, all decrypt; none: plain
 	Meta      func() []byte
 	Retention time.Duration
 	Log       *slog.Logger
@@ -67,8 +67,14 @@ func newPool(cfg poolConfig) (*pool, error) {
 	if cfg.Advertise.IsValid() {
 		mc.AdvertiseAddr = cfg.Advertise.String()
 	}
-	if len(cfg.Key) > 0 {
-		mc.SecretKey = cfg.Key
+	if len(cfg.Keys) > 0 {
+		// memberlist's keyring: the primary key encrypts, every key is
+		// tried on what arrives (key rotation without a flag day).
+		kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("gossip keyring: %w", err)
+		}
+		mc.Keyring = kr
 		mc.GossipVerifyIncoming = true
 		mc.GossipVerifyOutgoing = true
 	}

@@ -73,6 +73,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 
 	root.AddCommand(agentCmd(g), statusCmd(g), membersCmd(g), configCmd(g), versionCmd(g), eventsCmd(g), nlmCmd(g), policyCmd(g), probeCmd(g), originCmd(g), hashCmd(g), cacheCmd(g))
+	root.AddCommand(keygenCmd(g))
 	err := root.Execute()
 	if err == nil {
 		return exitOK
