@@ -51,6 +51,14 @@ func (a *Agent) startElection() error {
 	if err := n.Start(a.ctx); err != nil {
 		return err
 	}
+	// The role follows this node until it closes (re-home or Close), which
+	// closes the channel after a last false.
+	role, _ := n.WatchRedLeader()
+	a.goLoop(func() {
+		for held := range role {
+			a.stats.setRedLeader(held)
+		}
+	})
 	a.mu.Lock()
 	a.elect = n
 	a.mu.Unlock()

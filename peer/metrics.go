@@ -13,7 +13,8 @@ import (
 // agentStats holds the agent's Prometheus metrics. Each agent has its own
 // registry (no global state), so several agents can run in one process.
 type agentStats struct {
-	rehomes prometheus.Counter
+	rehomes   prometheus.Counter
+	redLeader prometheus.Gauge // 1 while this agent holds the Red Leader role
 
 	mu         sync.Mutex
 	oldBeacons discovery.BeaconStats // counts of beacons closed by re-homes
@@ -24,6 +25,9 @@ func newAgentStats(a *Agent) *agentStats {
 		rehomes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "redleader_rehomes_total", Help: "Moves to another subnet or address without restart.",
 		}),
+		redLeader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "redleader_red_leader", Help: "1 while this agent holds the Red Leader role (fencing lease included), else 0.",
+		}),
 	}
 	beacon := func(f func(discovery.BeaconStats) uint64) func() float64 {
 		return func() float64 { return float64(f(s.beaconTotals(a))) }
@@ -32,6 +36,7 @@ func newAgentStats(a *Agent) *agentStats {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		s.rehomes,
+		s.redLeader,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "redleader_uptime_seconds", Help: "Seconds since the agent started.",
 		}, func() float64 { return time.Since(a.boot).Seconds() }),
@@ -100,4 +105,13 @@ func countStatuses(ms []Member) map[string]int {
 		out[m.Status]++
 	}
 	return out
+}
+
+// setRedLeader records whether this agent holds the Red Leader role.
+func (s *agentStats) setRedLeader(held bool) {
+	v := 0.0
+	if held {
+		v = 1
+	}
+	s.redLeader.Set(v)
 }
