@@ -51,6 +51,9 @@ type pool struct {
 	cfg poolConfig
 	ml  *memberlist.Memberlist
 	tr  *joinTransport // joins can be cancelled (jointransport.go)
+	// addr is the advertised address, read once: memberlist rewrites its
+	// local node on every metadata update, so reading it later races.
+	addr netip.AddrPort
 
 	mu      sync.Mutex
 	members map[string]Member
@@ -93,15 +96,14 @@ func newPool(cfg poolConfig) (*pool, error) {
 		return nil, fmt.Errorf("start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
 	}
 	p.ml, p.tr = ml, tr
+	n := ml.LocalNode()
+	ip, _ := netip.AddrFromSlice(n.Addr)
+	p.addr = netip.AddrPortFrom(ip.Unmap(), n.Port)
 	return p, nil
 }
 
 // Addr is this node's advertised gossip address.
-func (p *pool) Addr() netip.AddrPort {
-	n := p.ml.LocalNode()
-	ip, _ := netip.AddrFromSlice(n.Addr)
-	return netip.AddrPortFrom(ip.Unmap(), n.Port)
-}
+func (p *pool) Addr() netip.AddrPort { return p.addr }
 
 // Join contacts the given host:port addresses; it returns how many answered.
 func (p *pool) Join(addrs []string) (int, error) {
