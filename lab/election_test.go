@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redleader-p2p/redleader/internal/wait"
 	"github.com/redleader-p2p/redleader/lab"
 	"github.com/redleader-p2p/redleader/peer"
 	"github.com/redleader-p2p/redleader/peer/api"
@@ -135,28 +136,11 @@ func waitAgree(t *testing.T, agents []*agent, d time.Duration, what string,
 	}
 }
 
-// waitErr is waitFor for a condition that says why it does not hold yet;
-// the last reason goes into the failure message.
-func waitErr(t *testing.T, d time.Duration, what string, cond func() error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		err := cond()
-		if err == nil {
-			return time.Since(start)
-		}
-		if time.Since(start) > d {
-			t.Fatalf("not within %v: %s: %v", d, what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // waitRaft waits until every agent reports the given voter and standby
 // counts (the voter set has settled).
 func waitRaft(t *testing.T, agents []*agent, voters, standbys int, d time.Duration) time.Duration {
 	t.Helper()
-	return waitFor(t, d, fmt.Sprintf("%d voters and %d standbys", voters, standbys), func() bool {
+	return wait.For(t, d, fmt.Sprintf("%d voters and %d standbys", voters, standbys), func() bool {
 		for _, st := range statuses(agents) {
 			if st == nil || st.Raft.Voters != voters || st.Raft.Standbys != standbys {
 				return false
@@ -198,23 +182,6 @@ func without(agents []*agent, drop ...*agent) []*agent {
 		}
 	}
 	return out
-}
-
-// call makes an API call with tok as bearer token ("" for none) and
-// decodes a 2xx answer into out. It returns the HTTP status of an error
-// answer (200 on success, 0 when there was no answer).
-func (a *agent) call(method, path, tok string, in, out any) (int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err := a.client(api.WithToken(tok)).Do(ctx, method, path, in, out)
-	var ae *api.Error
-	switch {
-	case errors.As(err, &ae):
-		return ae.Status, err
-	case err != nil:
-		return 0, err
-	}
-	return http.StatusOK, nil
 }
 
 func (a *agent) token(t *testing.T) string {
@@ -439,10 +406,10 @@ func TestLabElectionMarkExpires(t *testing.T) {
 	// Bring it back: it must be listed as marked until the TTL has run out.
 	old.p.Wait(5 * time.Second)
 	old.start(t)
-	waitFor(t, 15*time.Second, "restarted agent alive and listed as marked", func() bool {
+	wait.For(t, 15*time.Second, "restarted agent alive and listed as marked", func() bool {
 		return survivors[0].markedIn(t, old.node) && statusOf(survivors[0].members(t), old.node) == peer.StatusAlive
 	})
-	expired := waitFor(t, ttl+5*time.Second, "auto mark expires", func() bool {
+	expired := wait.For(t, ttl+5*time.Second, "auto mark expires", func() bool {
 		m, ok := survivors[0].memberInfo(t, old.node)
 		return ok && m.Eligible
 	})
@@ -455,7 +422,7 @@ func TestLabElectionMarkExpires(t *testing.T) {
 	if out, err := survivors[1].cli(t, "policy", "set", "peer_rate=1Mbit"); err != nil {
 		t.Fatalf("policy set: %v\n%s", err, out)
 	}
-	waitFor(t, 5*time.Second, "mark-expired event", func() bool {
+	wait.For(t, 5*time.Second, "mark-expired event", func() bool {
 		_, ok := lastEvent(survivors[0].events(t), "mark-expired", old.node)
 		return ok
 	})
@@ -555,7 +522,7 @@ func TestLabElectionQuorumLoss(t *testing.T) {
 		}
 		return nil
 	})
-	waitFor(t, 5*time.Second, "policy and mark reach the standbys", func() bool {
+	wait.For(t, 5*time.Second, "policy and mark reach the standbys", func() bool {
 		for _, a := range standbys {
 			if p, err := a.policy(); err != nil || p != pol || !a.markedIn(t, marked.node) {
 				return false
@@ -677,7 +644,7 @@ func TestLabElectionPartition(t *testing.T) {
 				t.Fatal(err)
 			}
 			cut := time.Now()
-			stepDown := waitFor(t, 4*time.Second, "isolated Red Leader reports role=peer", func() bool {
+			stepDown := wait.For(t, 4*time.Second, "isolated Red Leader reports role=peer", func() bool {
 				st := old.status()
 				return st != nil && st.Role == "peer"
 			})
@@ -776,7 +743,7 @@ func TestLabElectionBreakaway(t *testing.T) {
 		blackhole(t, b, groupA, true)
 	}
 	start := time.Now()
-	gossip := waitFor(t, 30*time.Second, "one gossip pool", func() bool {
+	gossip := wait.For(t, 30*time.Second, "one gossip pool", func() bool {
 		for _, a := range all {
 			if !a.seesExactly(t, all) {
 				return false
@@ -815,7 +782,7 @@ func TestLabElectionRestart(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &pol); err != nil || pol.LeaderRate != "20Mbit" || pol.PeerRate != "1Mbit" {
 		t.Fatalf("policy set printed %q (%v), want the new policy", out, err)
 	}
-	waitErr(t, 2*time.Second, "policy visible on every agent", func() error {
+	wait.ForErr(t, 2*time.Second, "policy visible on every agent", func() error {
 		for _, a := range agents {
 			if p, err := a.policy(); err != nil || p != pol {
 				return fmt.Errorf("%s has %+v (%v), want %+v", a.h.Name, p, err, pol)
@@ -869,7 +836,7 @@ func TestLabElectionRestart(t *testing.T) {
 			t.Errorf("%s: policy after restart %+v (%v), want %+v", a.h.Name, p, err, pol)
 		}
 	}
-	waitFor(t, 5*time.Second, "admin mark listed by every agent", func() bool {
+	wait.For(t, 5*time.Second, "admin mark listed by every agent", func() bool {
 		for _, a := range agents {
 			if !a.markedIn(t, marked.node) {
 				return false

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/redleader-p2p/redleader/internal/logbridge"
+	"github.com/redleader-p2p/redleader/internal/wait"
 	"github.com/redleader-p2p/redleader/lab"
 	"github.com/redleader-p2p/redleader/peer/api"
 	"github.com/redleader-p2p/redleader/peer/content"
@@ -153,7 +154,7 @@ func TestFlood(t *testing.T) {
 		closeAll(conns)
 		held := time.Since(start)
 		var left []string
-		drain := waitFor(t, 15*time.Second, "no connection of the flood left on the victim", func() bool {
+		drain := wait.For(t, 15*time.Second, "no connection of the flood left on the victim", func() bool {
 			left = peerPortConns(t, victim.h, agentIPs)
 			return len(left) == 0
 		})
@@ -212,7 +213,7 @@ func TestFlood(t *testing.T) {
 		off := len(victim.p.Log())
 		sendJunk(t, flooders[1], netip.AddrPortFrom(victim.h.IP(), floodGossipPort), 100)
 		var lines []string
-		waitFor(t, 5*time.Second, "a memberlist line after the period", func() bool {
+		wait.For(t, 5*time.Second, "a memberlist line after the period", func() bool {
 			lines = warnLines(victim.p.Log()[off:], "memberlist")
 			return len(lines) > 0
 		})

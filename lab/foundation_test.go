@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redleader-p2p/redleader/internal/wait"
 	"github.com/redleader-p2p/redleader/lab"
 	"github.com/redleader-p2p/redleader/peer"
 	"github.com/redleader-p2p/redleader/peer/api"
@@ -36,7 +37,7 @@ func TestLabSubnetsFormWithoutConfig(t *testing.T) {
 			a.nodeID(t)
 		}
 	}
-	waitFor(t, 10*time.Second-time.Since(start), "each agent lists exactly its subnet's 3 agents, alive", func() bool {
+	wait.For(t, 10*time.Second-time.Since(start), "each agent lists exactly its subnet's 3 agents, alive", func() bool {
 		for _, sub := range subnets {
 			for _, a := range sub {
 				if !a.seesExactly(t, sub) {
@@ -54,7 +55,7 @@ func TestLabSubnetsFormWithoutConfig(t *testing.T) {
 	if err := killed.p.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	took := waitFor(t, 15*time.Second, "SIGKILLed agent shown dead", func() bool {
+	took := wait.For(t, 15*time.Second, "SIGKILLed agent shown dead", func() bool {
 		for _, a := range sub[1:] {
 			if statusOf(a.members(t), killed.node) != peer.StatusDead {
 				return false
@@ -71,7 +72,7 @@ func TestLabSubnetsFormWithoutConfig(t *testing.T) {
 	if err := termed.p.Wait(10 * time.Second); err != nil {
 		t.Fatalf("SIGTERM: exit %v\n%s", err, termed.p.Log())
 	}
-	waitFor(t, 5*time.Second, "SIGTERMed agent shown left", func() bool {
+	wait.For(t, 5*time.Second, "SIGTERMed agent shown left", func() bool {
 		return statusOf(rest.members(t), termed.node) == peer.StatusLeft
 	})
 	// The other subnet never noticed any of this.
@@ -95,7 +96,7 @@ func TestLabRoaming(t *testing.T) {
 	for _, a := range append(s1, s2...) {
 		a.nodeID(t)
 	}
-	waitFor(t, 10*time.Second, "both subnets formed", func() bool {
+	wait.For(t, 10*time.Second, "both subnets formed", func() bool {
 		for _, a := range s1 {
 			if !a.seesExactly(t, s1) {
 				return false
@@ -113,7 +114,7 @@ func TestLabRoaming(t *testing.T) {
 		t.Fatal(err)
 	}
 	newS1, newS2 := s1[:2], append(append([]*agent{}, s2...), roamer)
-	took := waitFor(t, 15*time.Second, "roamer alive in subnet 2 and gone from subnet 1", func() bool {
+	took := wait.For(t, 15*time.Second, "roamer alive in subnet 2 and gone from subnet 1", func() bool {
 		for _, a := range newS2 {
 			if !a.seesExactly(t, newS2) {
 				return false
@@ -164,7 +165,7 @@ func TestLabCLI(t *testing.T) {
 	a1, a2 := startAgent(t, h1), startAgent(t, h2)
 	a1.nodeID(t)
 	a2.nodeID(t)
-	waitFor(t, 10*time.Second, "2 agents meet", func() bool { return a1.seesExactly(t, []*agent{a1, a2}) })
+	wait.For(t, 10*time.Second, "2 agents meet", func() bool { return a1.seesExactly(t, []*agent{a1, a2}) })
 
 	out, code := cli(h1, "status")
 	if code != 0 || !strings.Contains(out, a1.node) || !strings.Contains(out, "2 alive") || !strings.Contains(out, h1.IP().String()) {

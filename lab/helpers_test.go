@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redleader-p2p/redleader/internal/wait"
 	"github.com/redleader-p2p/redleader/lab"
 	"github.com/redleader-p2p/redleader/peer"
 	"github.com/redleader-p2p/redleader/peer/api"
@@ -76,7 +77,7 @@ func (a *agent) nodeID(t *testing.T) string {
 	if a.node != "" {
 		return a.node
 	}
-	waitFor(t, 10*time.Second, a.h.Name+" API up", func() bool {
+	wait.For(t, 10*time.Second, a.h.Name+" API up", func() bool {
 		st, err := a.client().Status(shortCtx(t, 2*time.Second))
 		if err != nil {
 			return false
@@ -89,18 +90,6 @@ func (a *agent) nodeID(t *testing.T) string {
 
 func newGet(ctx context.Context, url string) (*http.Request, error) {
 	return http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > d {
-			t.Fatalf("not within %v: %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return time.Since(start)
 }
 
 // statusOf returns how a sees node ("" when not listed).

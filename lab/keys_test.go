@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/redleader-p2p/redleader/config"
+	"github.com/redleader-p2p/redleader/internal/wait"
 	"github.com/redleader-p2p/redleader/lab"
 	"github.com/redleader-p2p/redleader/peer/api"
 )
@@ -225,7 +226,7 @@ func TestKeyRotation(t *testing.T) {
 	agents, last := startAgents(t, l, 3, keysEnv(oldKey)...)
 	sts, _ := waitAgree(t, agents, 15*time.Second, "3 agents on [old] agree", nil)
 	waitRaft(t, agents, 3, 0, 20*time.Second)
-	waitErr(t, 10*time.Second, "one pool on [old]", func() error { return onePool(t, agents) })
+	wait.ForErr(t, 10*time.Second, "one pool on [old]", func() error { return onePool(t, agents) })
 	cluster := sts[0].Raft.ClusterID
 	t.Logf("3 agents on [old]: one pool, Red Leader %s, 3 voters %v after the last start",
 		sts[0].RedLeader.Name, time.Since(last).Round(time.Millisecond))

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/redleader-p2p/redleader/discovery"
+	"github.com/redleader-p2p/redleader/internal/wait"
 	"github.com/redleader-p2p/redleader/lab"
 	"github.com/redleader-p2p/redleader/peer"
 	"github.com/redleader-p2p/redleader/peer/api"
@@ -708,7 +709,7 @@ func TestLabPCCRDForeignTraffic(t *testing.T) {
 	}
 	const dropped = "redleader_discovery_malformed_dropped_total"
 	var after map[string]float64
-	took := waitFor(t, 10*time.Second, fmt.Sprintf("target counts %d malformed datagrams", sent), func() bool {
+	took := wait.For(t, 10*time.Second, fmt.Sprintf("target counts %d malformed datagrams", sent), func() bool {
 		after = mustMetrics(t, target)
 		total := 0.0
 		for reason := range want {

@@ -22,3 +22,20 @@ func For(t testing.TB, timeout time.Duration, what string, cond func() bool) tim
 	}
 	return time.Since(start)
 }
+
+// ForErr is For for a condition that says why it does not hold yet: it
+// polls until cond returns nil and, on timeout, fails with cond's last error.
+func ForErr(t testing.TB, timeout time.Duration, what string, cond func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		err := cond()
+		if err == nil {
+			return time.Since(start)
+		}
+		if time.Since(start) > timeout {
+			t.Fatalf("not within %v: %s: %v", timeout, what, err)
+		}
+		time.Sleep(Poll)
+	}
+}

@@ -1,7 +1,9 @@
 package wait
 
 import (
+	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -34,10 +36,28 @@ func TestForFailsAfterTimeout(t *testing.T) {
 type fakeT struct {
 	testing.TB
 	failed bool
+	msg    string
 }
 
 func (f *fakeT) Helper() {}
-func (f *fakeT) Fatalf(string, ...any) {
-	f.failed = true
+func (f *fakeT) Fatalf(format string, args ...any) {
+	f.failed, f.msg = true, fmt.Sprintf(format, args...)
 	runtime.Goexit()
+}
+
+func TestForErrReportsTheLastError(t *testing.T) {
+	ft := &fakeT{TB: t}
+	n := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ForErr(ft, 120*time.Millisecond, "never", func() error { n++; return fmt.Errorf("try %d", n) })
+	}()
+	<-done
+	if !ft.failed || !strings.Contains(ft.msg, fmt.Sprintf("try %d", n)) {
+		t.Fatalf("failed=%v msg=%q, want a failure naming try %d", ft.failed, ft.msg, n)
+	}
+	if d := ForErr(t, time.Second, "ok", func() error { return nil }); d > Poll {
+		t.Fatalf("a condition that holds took %v", d)
+	}
 }
