@@ -10,13 +10,13 @@ import (
 	"net/netip"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/redleader-p2p/redleader/internal/logtest"
 	"github.com/redleader-p2p/redleader/internal/wait"
 	"github.com/redleader-p2p/redleader/peer/content"
 )
@@ -294,7 +294,7 @@ func TestForeignTraffic(t *testing.T) {
 	h.Add(id, 9)
 	reg := prometheus.NewPedanticRegistry()
 	m := NewMetrics(reg)
-	logged := &lineCounter{}
+	logged := &logtest.Recorder{}
 	r := startResponderLog(t, h, m, slog.New(logged), nil)
 
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -374,35 +374,9 @@ func TestForeignTraffic(t *testing.T) {
 		t.Errorf("gather metrics: %v", err)
 	}
 	_ = r.Close()
-	if n := logged.count("dropped datagram"); n != logBurst {
+	if n := logged.Count("dropped datagram"); n != logBurst {
 		t.Errorf("%d dropped-datagram log lines for %v datagrams from one source, want %d", n, total, logBurst)
 	}
-}
-
-// lineCounter is a slog.Handler at debug level that counts lines by message.
-type lineCounter struct {
-	mu    sync.Mutex
-	lines map[string]int
-}
-
-func (c *lineCounter) Enabled(context.Context, slog.Level) bool { return true }
-func (c *lineCounter) WithAttrs([]slog.Attr) slog.Handler       { return c }
-func (c *lineCounter) WithGroup(string) slog.Handler            { return c }
-
-func (c *lineCounter) Handle(_ context.Context, r slog.Record) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.lines == nil {
-		c.lines = map[string]int{}
-	}
-	c.lines[r.Message]++
-	return nil
-}
-
-func (c *lineCounter) count(msg string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.lines[msg]
 }
 
 // TestProberFiltersReplies: a fake responder answers a Probe with replies

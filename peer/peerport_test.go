@@ -12,11 +12,12 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redleader-p2p/redleader/internal/logtest"
 )
 
 func TestClusterTLSIsDeterministic(t *testing.T) {
@@ -119,13 +120,13 @@ func testLimits(total, reserved, perSource, memberPerSource int) portLimits {
 
 // startPort starts a peer port on 127.0.0.1 with limits, members listed
 // as members; it logs to the returned capture.
-func startPort(t *testing.T, tlsConf *tls.Config, limits portLimits, members ...string) (*peerPort, *logCapture) {
+func startPort(t *testing.T, tlsConf *tls.Config, limits portLimits, members ...string) (*peerPort, *logtest.Recorder) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	lc := &logCapture{}
+	lc := &logtest.Recorder{}
 	p := newPeerPort(ln, tlsConf, slog.New(lc), limits)
 	t.Cleanup(func() { p.Close() })
 	if len(members) > 0 {
@@ -139,28 +140,10 @@ func startPort(t *testing.T, tlsConf *tls.Config, limits portLimits, members ...
 	return p, lc
 }
 
-// logCapture is a slog.Handler that keeps the records (all levels).
-type logCapture struct {
-	mu   sync.Mutex
-	recs []slog.Record
-}
-
-func (c *logCapture) Enabled(context.Context, slog.Level) bool { return true }
-func (c *logCapture) WithAttrs([]slog.Attr) slog.Handler       { return c }
-func (c *logCapture) WithGroup(string) slog.Handler            { return c }
-func (c *logCapture) Handle(_ context.Context, r slog.Record) error {
-	c.mu.Lock()
-	c.recs = append(c.recs, r.Clone())
-	c.mu.Unlock()
-	return nil
-}
-
-// lines returns the messages of records whose attribute key has value val,
-// with their suppressed counts (0: none).
-func (c *logCapture) lines(key, val string) (msgs []string, suppressed []int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, r := range c.recs {
+// attrLines returns the messages of the records whose attribute key has
+// value val, with their suppressed counts (0: none).
+func attrLines(logs *logtest.Recorder, key, val string) (msgs []string, suppressed []int64) {
+	for _, r := range logs.Records() {
 		match, supp := false, int64(0)
 		r.Attrs(func(a slog.Attr) bool {
 			if a.Key == key && a.Value.String() == val {
@@ -261,7 +244,7 @@ func TestPeerPortCaps(t *testing.T) {
 			}
 			// One log line per reason however many were refused.
 			for reason, n := range map[string]uint64{"per_source": tt.perSrc, "total": tt.total} {
-				msgs, _ := logs.lines("reason", reason)
+				msgs, _ := attrLines(logs, "reason", reason)
 				if want := min(int(n), 1); len(msgs) != want {
 					t.Errorf("%d log lines for %s (%d refused), want %d", len(msgs), reason, n, want)
 				}
@@ -450,7 +433,7 @@ func TestPeerPortUnservedAndSilent(t *testing.T) {
 	if s.Refused[refusedSniff] != 1 || s.Refused[refusedUnserved] != 1 {
 		t.Errorf("refused %v, want sniff 1 and unserved 1", s.Refused)
 	}
-	if msgs, _ := logs.lines("reason", "sniff"); len(msgs) != 0 {
+	if msgs, _ := attrLines(logs, "reason", "sniff"); len(msgs) != 0 {
 		t.Errorf("a silent connection was logged: %v", msgs)
 	}
 }
@@ -478,7 +461,7 @@ func TestPeerPortAcceptBacksOffOnEMFILE(t *testing.T) {
 	}
 	fl := &flakyListener{Listener: inner}
 	fl.failing.Store(true)
-	lc := &logCapture{}
+	lc := &logtest.Recorder{}
 	p := newPeerPort(fl, nil, slog.New(lc), testLimits(100, 10, 10, 10))
 	defer p.Close()
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
@@ -490,10 +473,7 @@ func TestPeerPortAcceptBacksOffOnEMFILE(t *testing.T) {
 	if n := fl.calls.Load(); n < 3 || n > 12 {
 		t.Errorf("%d accept calls in 400 ms of EMFILE, want a few", n)
 	}
-	lc.mu.Lock()
-	nlog := len(lc.recs)
-	lc.mu.Unlock()
-	if nlog != 1 {
+	if nlog := len(lc.Records()); nlog != 1 {
 		t.Errorf("%d log lines about failed accepts, want 1 (rate-limited)", nlog)
 	}
 	// Descriptors are back: the port serves again (after at most one more pause).

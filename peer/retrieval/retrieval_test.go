@@ -21,6 +21,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/redleader-p2p/redleader/internal/logtest"
 	"github.com/redleader-p2p/redleader/peer/content"
 )
 
@@ -590,7 +591,7 @@ func TestFailingPeerLogRateLimited(t *testing.T) {
 	good, _, _ := startPeer(t, newMemStore(info, data, nil), ServerConfig{})
 	dead := httptest.NewServer(http.NotFoundHandler())
 	dead.Close()
-	lines := &lineCounter{}
+	lines := &logtest.Recorder{}
 	c := NewClient(ClientConfig{RequestTimeout: time.Minute, Logger: slog.New(lines)})
 	defer c.Close()
 	const fetches = 4
@@ -604,33 +605,7 @@ func TestFailingPeerLogRateLimited(t *testing.T) {
 			t.Fatalf("failed peers %v, want the dead one", res.FailedPeers)
 		}
 	}
-	if n := lines.count("dropping failing peer for this segment"); n != peerLogBurst {
+	if n := lines.Count("dropping failing peer for this segment"); n != peerLogBurst {
 		t.Errorf("dead peer dropped in %d fetches, logged %d times, want %d", fetches, n, peerLogBurst)
 	}
-}
-
-// lineCounter is a slog.Handler at debug level that counts lines by message.
-type lineCounter struct {
-	mu    sync.Mutex
-	lines map[string]int
-}
-
-func (c *lineCounter) Enabled(context.Context, slog.Level) bool { return true }
-func (c *lineCounter) WithAttrs([]slog.Attr) slog.Handler       { return c }
-func (c *lineCounter) WithGroup(string) slog.Handler            { return c }
-
-func (c *lineCounter) Handle(_ context.Context, r slog.Record) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.lines == nil {
-		c.lines = map[string]int{}
-	}
-	c.lines[r.Message]++
-	return nil
-}
-
-func (c *lineCounter) count(msg string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.lines[msg]
 }
