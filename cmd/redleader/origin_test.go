@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net"
@@ -10,33 +9,15 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/redleader-p2p/redleader/internal/logtest"
 	"github.com/redleader-p2p/redleader/peer/content"
 	"github.com/redleader-p2p/redleader/peer/origin"
 )
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // getContentInfo asks the origin at addr for path's content information.
 func getContentInfo(t *testing.T, addr, path string) *content.Info {
@@ -76,7 +57,7 @@ func TestOriginServesWithGeneratedSecret(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "data")
 	t.Setenv("REDLEADER_DATA_DIR", dataDir)
 	file, data := testFile(t, 200000)
-	var stderr syncBuffer
+	var stderr logtest.Buffer
 	g := &globals{stdout: io.Discard, stderr: &stderr}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

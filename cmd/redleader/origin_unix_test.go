@@ -10,13 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redleader-p2p/redleader/internal/logtest"
 	"github.com/redleader-p2p/redleader/peer/content"
 )
 
 // TestOriginSignalExitsZero runs the real command and stops it with SIGINT.
 func TestOriginSignalExitsZero(t *testing.T) {
 	file, data := testFile(t, 70000)
-	var stdout, stderr syncBuffer
+	var stdout, stderr logtest.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run([]string{"origin", "--dir", filepath.Dir(file), "--listen", "127.0.0.1:0",

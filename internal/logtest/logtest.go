@@ -1,8 +1,10 @@
-// Package logtest has the log sink that tests share: a slog.Handler that
-// keeps what is logged, to count or inspect it.
+// Package logtest has the log sinks that tests share: a slog.Handler that
+// keeps what is logged, to count or inspect it, and a buffer that a text
+// logger (or a command's output) and a test can share.
 package logtest
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"sync"
@@ -54,4 +56,26 @@ func (r *Recorder) Count(msg string) int {
 		}
 	}
 	return n
+}
+
+// Buffer is a bytes.Buffer safe for concurrent Write and String: a log sink
+// that the goroutines of what is tested and the test can share. The zero
+// value is ready.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

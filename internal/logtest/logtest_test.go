@@ -1,7 +1,9 @@
 package logtest
 
 import (
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -51,5 +53,36 @@ func TestRecorder(t *testing.T) {
 	recs[0].Message = "changed by the caller"
 	if r.Records()[0].Message != "tick" {
 		t.Error("Records returned the recorder's own slice")
+	}
+}
+
+// TestBuffer: concurrent writers and readers; every line arrives whole.
+func TestBuffer(t *testing.T) {
+	var b Buffer
+	const writers, each = 4, 50
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				fmt.Fprintf(&b, "writer %d line %d\n", w, i)
+				_ = b.String()
+			}
+		})
+	}
+	wg.Wait()
+	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	if len(lines) != writers*each {
+		t.Fatalf("%d lines, want %d", len(lines), writers*each)
+	}
+	seen := map[string]bool{}
+	for _, l := range lines {
+		var w, i int
+		if _, err := fmt.Sscanf(l, "writer %d line %d", &w, &i); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		seen[l] = true
+	}
+	if len(seen) != writers*each {
+		t.Errorf("%d distinct lines, want %d", len(seen), writers*each)
 	}
 }
