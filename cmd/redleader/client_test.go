@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redleader-p2p/redleader/internal/loopback"
 	"github.com/redleader-p2p/redleader/peer/api"
 )
 
@@ -36,18 +36,6 @@ func fakeAgent(t *testing.T, h http.Handler) string {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
-}
-
-// closedPort is a loopback address nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 // clientCommands are the commands that talk to the agent, with the args
@@ -76,7 +64,7 @@ func TestClientErrorsAreTold(t *testing.T) {
 		addr func(t *testing.T) string
 		want string // after "redleader: "; ADDR is the address
 	}{
-		{"no agent", closedPort, "no redleader agent is running at ADDR (start one with `redleader agent`)"},
+		{"no agent", func(t *testing.T) string { return loopback.ClosedAddr(t) }, "no redleader agent is running at ADDR (start one with `redleader agent`)"},
 		{"500 JSON", func(t *testing.T) string {
 			return fakeAgent(t, answer(500, "application/json", `{"error": "disk on fire"}`))
 		}, "agent at ADDR answered 500: disk on fire"},

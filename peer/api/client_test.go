@@ -5,12 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redleader-p2p/redleader/internal/loopback"
 )
 
 // serve starts a test agent answering with h.
@@ -19,18 +20,6 @@ func serve(t *testing.T, h http.HandlerFunc) *Client {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return New(strings.TrimPrefix(srv.URL, "http://"), WithToken("secret"))
-}
-
-// closedAddr is a loopback address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 func TestClientErrors(t *testing.T) {
@@ -52,7 +41,7 @@ func TestClientErrors(t *testing.T) {
 		status   int    // of the *Error; 0: not an *Error
 		message  string // of the *Error, or in the error text
 	}{
-		{name: "refused", client: func(t *testing.T) *Client { return New(closedAddr(t)) }, noAgent: true,
+		{name: "refused", client: func(t *testing.T) *Client { return New(loopback.ClosedAddr(t)) }, noAgent: true,
 			message: "no redleader agent is running at 127.0.0.1:"},
 		{name: "500 JSON", client: func(t *testing.T) *Client { return serve(t, jsonErr(500, "disk on fire")) },
 			status: 500, message: "disk on fire"},
