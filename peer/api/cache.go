@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -140,31 +139,4 @@ func (c *Client) Cache(ctx context.Context) (CacheListResponse, error) {
 func (c *Client) CacheRemove(ctx context.Context, segment string) (CacheRemoveResponse, error) {
 	var out CacheRemoveResponse
 	return out, c.Do(ctx, http.MethodDelete, PathCache+"/"+url.PathEscape(segment), nil, &out)
-}
-
-// send sends req (its body and content type set) with the token and
-// decodes a 2xx JSON answer into out, classifying errors like Do.
-func (c *Client) send(req *http.Request, out any) error {
-	method, path := req.Method, req.URL.Path
-	req.Header.Set("Accept", "application/json")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return c.transportError(method, path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		b, _ := readLimited(resp.Body, maxErrorBody)
-		return fmt.Errorf("%s %s at %s: %w", method, path, c.addr, newError(resp.StatusCode, b))
-	}
-	b, err := readLimited(resp.Body, c.maxBody)
-	if err != nil {
-		return c.transportError(method, path, err)
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("%s %s at %s: bad JSON answer: %w", method, path, c.addr, err)
-	}
-	return nil
 }

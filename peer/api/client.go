@@ -166,6 +166,14 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
 	}
+	return c.send(req, out)
+}
+
+// send sends req (its body and content type set) with the token and
+// handles the answer as Do says: out receives a 2xx answer, errors are
+// classified. Every call of the API goes through it.
+func (c *Client) send(req *http.Request, out any) error {
+	method, path := req.Method, req.URL.RequestURI()
 	req.Header.Set("Accept", "application/json")
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
