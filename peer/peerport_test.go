@@ -36,20 +36,26 @@ func TestClusterTLSIsDeterministic(t *testing.T) {
 	}
 }
 
-// echoServe answers every connection of l by echoing one line, prefixed.
-func echoServe(l net.Listener, prefix string) {
+// serveEach runs handle on its own goroutine for every connection of l,
+// until l is closed.
+func serveEach(l net.Listener, handle func(net.Conn)) {
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			return
 		}
-		go func() {
-			defer c.Close()
-			buf := make([]byte, 64)
-			n, _ := c.Read(buf)
-			c.Write(append([]byte(prefix), buf[:n]...))
-		}()
+		go handle(c)
 	}
+}
+
+// echoServe answers every connection of l by echoing one line, prefixed.
+func echoServe(l net.Listener, prefix string) {
+	serveEach(l, func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 64)
+		n, _ := c.Read(buf)
+		c.Write(append([]byte(prefix), buf[:n]...))
+	})
 }
 
 func TestPeerPortRouting(t *testing.T) {
@@ -284,17 +290,11 @@ func TestSourceKey(t *testing.T) {
 // serveSink reads and discards everything on each connection of l until it
 // closes, and reports on closed when it does.
 func serveSink(l net.Listener, closed chan<- time.Time) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			io.Copy(io.Discard, c)
-			c.Close()
-			closed <- time.Now()
-		}()
-	}
+	serveEach(l, func(c net.Conn) {
+		io.Copy(io.Discard, c)
+		c.Close()
+		closed <- time.Now()
+	})
 }
 
 func TestPeerPortIdleDeadline(t *testing.T) {
@@ -499,14 +499,11 @@ func TestPeerPortAcceptBacksOffOnEMFILE(t *testing.T) {
 
 // echoAll echoes every byte on every connection of l, and counts them.
 func echoAll(l net.Listener, accepted *atomic.Int64) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
+	serveEach(l, func(c net.Conn) {
 		accepted.Add(1)
-		go func() { io.Copy(c, c); c.Close() }()
-	}
+		io.Copy(c, c)
+		c.Close()
+	})
 }
 
 func TestRaftConnRedialsAfterAQuietSpell(t *testing.T) {
