@@ -513,16 +513,25 @@ func (c *trackedConn) Close() error {
 // earlier: an HTTP server keeps its own finer timeouts.
 type deadlineConn struct {
 	net.Conn
-	idle, write time.Duration
 
-	mu           sync.Mutex
-	userRead     time.Time // the deadlines the user set (zero: none)
-	userWrite    time.Time
-	idleAt, wrAt time.Time // the bounds of the current Read and Write
+	mu          sync.Mutex
+	read, write bound
+}
+
+// bound is the deadline of one direction of a deadlineConn: the earlier of
+// the user's and the bound of the operation in progress.
+type bound struct {
+	max  time.Duration         // of one operation (0: none); set once
+	set  func(time.Time) error // the conn's SetReadDeadline or SetWriteDeadline
+	user time.Time             // the deadline the user set (zero: none)
+	op   time.Time             // the bound of the current operation
 }
 
 func newDeadlineConn(c net.Conn, idle, write time.Duration) *deadlineConn {
-	return &deadlineConn{Conn: c, idle: idle, write: write}
+	return &deadlineConn{Conn: c,
+		read:  bound{max: idle, set: c.SetReadDeadline},
+		write: bound{max: write, set: c.SetWriteDeadline},
+	}
 }
 
 // earlier returns the earlier of two deadlines, zero meaning none.
@@ -533,45 +542,43 @@ func earlier(a, b time.Time) time.Time {
 	return a
 }
 
-func (c *deadlineConn) Read(b []byte) (int, error) {
-	if c.idle > 0 {
-		c.mu.Lock()
-		c.idleAt = time.Now().Add(c.idle)
-		_ = c.Conn.SetReadDeadline(earlier(c.userRead, c.idleAt))
-		c.mu.Unlock()
+// start bounds an operation of b's direction that starts now.
+func (c *deadlineConn) start(b *bound) {
+	if b.max <= 0 {
+		return
 	}
-	return c.Conn.Read(b)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b.op = time.Now().Add(b.max)
+	_ = b.set(earlier(b.user, b.op))
 }
 
-func (c *deadlineConn) Write(b []byte) (int, error) {
-	if c.write > 0 {
-		c.mu.Lock()
-		c.wrAt = time.Now().Add(c.write)
-		_ = c.Conn.SetWriteDeadline(earlier(c.userWrite, c.wrAt))
-		c.mu.Unlock()
-	}
-	return c.Conn.Write(b)
+// setUser applies the user's deadline t to b's direction at once (an
+// operation in progress keeps its own bound if that is earlier).
+func (c *deadlineConn) setUser(b *bound, t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b.user = t
+	return b.set(earlier(t, b.op))
+}
+
+func (c *deadlineConn) Read(p []byte) (int, error) {
+	c.start(&c.read)
+	return c.Conn.Read(p)
+}
+
+func (c *deadlineConn) Write(p []byte) (int, error) {
+	c.start(&c.write)
+	return c.Conn.Write(p)
 }
 
 func (c *deadlineConn) SetDeadline(t time.Time) error {
 	return errors.Join(c.SetReadDeadline(t), c.SetWriteDeadline(t))
 }
 
-// SetReadDeadline applies t at once (a Read in progress keeps its idle
-// bound if that is earlier).
-func (c *deadlineConn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.userRead = t
-	return c.Conn.SetReadDeadline(earlier(t, c.idleAt))
-}
+func (c *deadlineConn) SetReadDeadline(t time.Time) error { return c.setUser(&c.read, t) }
 
-func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.userWrite = t
-	return c.Conn.SetWriteDeadline(earlier(t, c.wrAt))
-}
+func (c *deadlineConn) SetWriteDeadline(t time.Time) error { return c.setUser(&c.write, t) }
 
 // raftConn is the dialing side of a Raft connection. Raft keeps idle
 // connections to each server in a pool and takes one out after any pause

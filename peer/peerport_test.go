@@ -376,6 +376,69 @@ func TestPeerPortIdleDeadline(t *testing.T) {
 	}
 }
 
+// TestDeadlineConn: a Read or Write ends at the earlier of its own bound
+// (idle or write) and the deadline the user set, before or while it waits.
+func TestDeadlineConn(t *testing.T) {
+	const short, long = 150 * time.Millisecond, 3 * time.Second
+	tests := []struct {
+		name    string
+		write   bool
+		max     time.Duration // the conn's idle or write bound (0: none)
+		user    time.Duration // the user's deadline from the start (0: none)
+		during  bool          // the user sets it while the operation waits
+		wantMin time.Duration
+		wantMax time.Duration
+	}{
+		{"read: idle bound", false, short, 0, false, short, long / 2},
+		{"read: earlier user deadline", false, long, short, false, short, long / 2},
+		{"read: later user deadline", false, short, long, false, short, long / 2},
+		{"read: user deadline only", false, 0, short, false, short, long / 2},
+		{"read: later user deadline while waiting", false, short, long, true, short, long / 2},
+		{"read: earlier user deadline while waiting", false, long, short, true, short, long / 2},
+		{"write: write bound", true, short, 0, false, short, long / 2},
+		{"write: earlier user deadline", true, long, short, false, short, long / 2},
+		{"write: later user deadline while waiting", true, short, long, true, short, long / 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			a, b := net.Pipe() // nobody reads or writes b: a's operation waits
+			defer a.Close()
+			defer b.Close()
+			idle, write := tt.max, time.Duration(0)
+			if tt.write {
+				idle, write = 0, tt.max
+			}
+			c := newDeadlineConn(a, idle, write)
+			set := c.SetReadDeadline
+			if tt.write {
+				set = c.SetWriteDeadline
+			}
+			start := time.Now()
+			if tt.user > 0 && !tt.during {
+				set(start.Add(tt.user))
+			}
+			if tt.during {
+				timer := time.AfterFunc(20*time.Millisecond, func() { set(start.Add(tt.user)) })
+				defer timer.Stop()
+			}
+			var err error
+			if tt.write {
+				_, err = c.Write([]byte("x"))
+			} else {
+				_, err = c.Read(make([]byte, 1))
+			}
+			took := time.Since(start)
+			if !isTimeout(err) {
+				t.Fatalf("ended with %v after %v, want a timeout", err, took)
+			}
+			if took < tt.wantMin || took > tt.wantMax {
+				t.Errorf("timed out after %v, want between %v and %v", took, tt.wantMin, tt.wantMax)
+			}
+		})
+	}
+}
+
 func TestPeerPortWriteDeadline(t *testing.T) {
 	limits := testLimits(100, 10, 10, 10)
 	limits.Write = 300 * time.Millisecond
