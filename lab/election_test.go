@@ -572,49 +572,15 @@ func TestLabElectionQuorumLoss(t *testing.T) {
 	t.Logf("a killed voter restarted with the old cluster's state: all 3 agree in the new cluster after %v", took.Round(time.Millisecond))
 }
 
-// sampler asks every agent for its status every 100 ms and records the
-// samples in which more than one agent reports role=leader.
-type sampler struct {
-	mu         sync.Mutex
-	samples    int
-	violations []string
-	once       sync.Once
-	stop       chan struct{}
-	done       chan struct{}
-}
-
+// startSampler asks every agent for its status every 100 ms and records
+// the samples in which more than one agent reports role=leader.
 func startSampler(agents []*agent) *sampler {
-	s := &sampler{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-s.stop:
-				return
-			case <-tick.C:
-			}
-			ls := leaders(agents, statuses(agents))
-			s.mu.Lock()
-			s.samples++
-			if len(ls) > 1 {
-				s.violations = append(s.violations, fmt.Sprintf("%s: role=leader on %v", time.Now().Format("15:04:05.000"), ls))
-			}
-			s.mu.Unlock()
+	return newSampler(100*time.Millisecond, func() []string {
+		if ls := leaders(agents, statuses(agents)); len(ls) > 1 {
+			return []string{fmt.Sprintf("role=leader on %v", ls)}
 		}
-	}()
-	return s
-}
-
-// finish stops the sampler (once; later calls just report) and returns
-// the sample count and violations.
-func (s *sampler) finish() (int, []string) {
-	s.once.Do(func() { close(s.stop) })
-	<-s.done
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.samples, s.violations
+		return nil
+	})
 }
 
 // TestLabElectionPartition isolates the Red Leader: sampled every 100 ms,

@@ -483,76 +483,61 @@ func (f *blockFetcher) close() { f.rc.Close() }
 
 // floodSampler watches a flood: every 100 ms it times a call to the
 // victim's local API, counts the victim's descriptors and checks the
-// election on every agent.
+// election on every agent. Its fields are read after finish.
 type floodSampler struct {
-	agents []*agent
-	victim *agent
-	seat   api.RedLeaderInfo
-	stop   chan struct{}
-	done   chan struct{}
-	once   sync.Once
+	s *sampler
 
 	api      []time.Duration
 	maxAt    time.Time // when the slowest call started
 	apiErrs  int
 	maxFDs   int
-	samples  int
 	disagree []string // samples without agreement (a slow answer counts)
-	changed  []string // samples where an agent saw another Red Leader
+	samples  int      // set by finish
+	changed  []string // set by finish: samples where an agent saw another Red Leader
 }
 
 func startFloodSampler(agents []*agent, victim *agent, seat api.RedLeaderInfo) *floodSampler {
-	s := &floodSampler{agents: agents, victim: victim, seat: seat, stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-s.stop:
-				return
-			case <-tick.C:
-			}
-			start := time.Now()
-			st := victim.status()
-			if st == nil {
-				s.apiErrs++
-			} else {
-				d := time.Since(start)
-				if len(s.api) == 0 || d > slices.Max(s.api) {
-					s.maxAt = start
-				}
-				s.api = append(s.api, d)
-			}
-			if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", victim.p.Pid())); err == nil {
-				s.maxFDs = max(s.maxFDs, len(ents))
-			}
-			sts := statuses(agents)
-			s.samples++
-			now := time.Now().Format("15:04:05.000")
-			if _, err := agreement(agents, sts); err != nil {
-				s.disagree = append(s.disagree, now+": "+err.Error())
-			}
-			for i, st := range sts {
-				if st != nil && st.RedLeader != nil && (st.RedLeader.Node != seat.Node || st.RedLeader.Epoch != seat.Epoch) {
-					s.changed = append(s.changed, fmt.Sprintf("%s: %s sees %s@%d", now, agents[i].h.Name,
-						st.RedLeader.Name, st.RedLeader.Epoch))
-				}
-			}
+	f := &floodSampler{}
+	f.s = newSampler(100*time.Millisecond, func() []string { return f.check(agents, victim, seat) })
+	return f
+}
+
+// check is one sample; it returns the agents that see another Red Leader
+// than seat.
+func (f *floodSampler) check(agents []*agent, victim *agent, seat api.RedLeaderInfo) []string {
+	start := time.Now()
+	st := victim.status()
+	if st == nil {
+		f.apiErrs++
+	} else {
+		d := time.Since(start)
+		if len(f.api) == 0 || d > slices.Max(f.api) {
+			f.maxAt = start
 		}
-	}()
-	return s
+		f.api = append(f.api, d)
+	}
+	if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", victim.p.Pid())); err == nil {
+		f.maxFDs = max(f.maxFDs, len(ents))
+	}
+	sts := statuses(agents)
+	if _, err := agreement(agents, sts); err != nil {
+		f.disagree = append(f.disagree, stamp()+": "+err.Error())
+	}
+	var changed []string
+	for i, st := range sts {
+		if st != nil && st.RedLeader != nil && (st.RedLeader.Node != seat.Node || st.RedLeader.Epoch != seat.Epoch) {
+			changed = append(changed, fmt.Sprintf("%s sees %s@%d", agents[i].h.Name, st.RedLeader.Name, st.RedLeader.Epoch))
+		}
+	}
+	return changed
 }
 
 // finish stops the sampler (once; later calls just return it) and
 // returns it for reading.
-func (s *floodSampler) finish() *floodSampler {
-	s.once.Do(func() {
-		close(s.stop)
-		<-s.done
-		slices.Sort(s.api)
-	})
-	return s
+func (f *floodSampler) finish() *floodSampler {
+	f.samples, f.changed = f.s.finish()
+	slices.Sort(f.api)
+	return f
 }
 
 // pct is the p-th percentile of the API latencies (100: the maximum).

@@ -8,6 +8,7 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -115,3 +116,49 @@ func (a *agent) seesExactly(t *testing.T, want []*agent) bool {
 	}
 	return true
 }
+
+// sampler runs a check every period on its own goroutine until finish,
+// counting the samples and keeping the violations each check reports,
+// stamped with the time of their sample. check only ever runs on that
+// goroutine: what it keeps for itself needs no lock, and may be read once
+// finish has returned.
+type sampler struct {
+	stop, done chan struct{}
+	once       sync.Once
+
+	samples    int // written by the sampler's goroutine, read after done
+	violations []string
+}
+
+func newSampler(period time.Duration, check func() []string) *sampler {
+	s := &sampler{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		tick := time.NewTicker(period)
+		defer tick.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case <-tick.C:
+			}
+			found := check()
+			s.samples++
+			for _, v := range found {
+				s.violations = append(s.violations, stamp()+": "+v)
+			}
+		}
+	}()
+	return s
+}
+
+// finish stops the sampler (once; later calls just report) and returns
+// the sample count and the violations.
+func (s *sampler) finish() (samples int, violations []string) {
+	s.once.Do(func() { close(s.stop) })
+	<-s.done
+	return s.samples, s.violations
+}
+
+// stamp is the time of day to the millisecond, as samples are stamped.
+func stamp() string { return time.Now().Format("15:04:05.000") }

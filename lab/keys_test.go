@@ -129,82 +129,66 @@ func onePool(t *testing.T, agents []*agent) error {
 type rotationSampler struct {
 	t      *testing.T
 	agents []*agent
+	s      *sampler
 
-	mu         sync.Mutex
-	settling   bool
-	gen        int // bumped at every settle window change
-	samples    int
-	checked    int
-	violations []string
+	mu       sync.Mutex
+	settling bool
+	gen      int // bumped at every settle window change
 
-	stop, done chan struct{}
+	checked int // samples fully checked; read after finish
 }
 
 func startRotationSampler(t *testing.T, agents []*agent) *rotationSampler {
-	s := &rotationSampler{t: t, agents: agents, stop: make(chan struct{}), done: make(chan struct{})}
-	go s.run()
-	return s
+	r := &rotationSampler{t: t, agents: agents}
+	r.s = newSampler(200*time.Millisecond, r.check)
+	return r
 }
 
-func (s *rotationSampler) setSettling(on bool) {
-	s.mu.Lock()
-	s.settling = on
-	s.gen++
-	s.mu.Unlock()
+func (r *rotationSampler) setSettling(on bool) {
+	r.mu.Lock()
+	r.settling = on
+	r.gen++
+	r.mu.Unlock()
 }
 
-func (s *rotationSampler) window() (bool, int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.settling, s.gen
+func (r *rotationSampler) window() (bool, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.settling, r.gen
 }
 
-func (s *rotationSampler) run() {
-	defer close(s.done)
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-tick.C:
-		}
-		settling0, gen0 := s.window()
-		sts := statuses(s.agents)
-		ls := leaders(s.agents, sts)
-		var problem string
-		if len(ls) > 1 {
-			problem = fmt.Sprintf("role=leader on %v", ls)
-		}
-		full := false
-		if problem == "" && !settling0 {
-			if _, err := agreement(s.agents, sts); err != nil {
-				problem = "no single confirmed Red Leader: " + err.Error()
-			} else if err := onePool(s.t, s.agents); err != nil {
-				problem = "not one pool: " + err.Error()
-			}
-			full = true
-		}
-		settling1, gen1 := s.window()
-		exempt := settling1 || gen1 != gen0 // a window opened during the sample
-		s.mu.Lock()
-		s.samples++
-		if full && !exempt {
-			s.checked++
-		}
-		if problem != "" && (len(ls) > 1 || !exempt) {
-			s.violations = append(s.violations, time.Now().Format("15:04:05.000")+": "+problem)
-		}
-		s.mu.Unlock()
+// check is one sample.
+func (r *rotationSampler) check() []string {
+	settling0, gen0 := r.window()
+	sts := statuses(r.agents)
+	ls := leaders(r.agents, sts)
+	var problem string
+	if len(ls) > 1 {
+		problem = fmt.Sprintf("role=leader on %v", ls)
 	}
+	full := false
+	if problem == "" && !settling0 {
+		if _, err := agreement(r.agents, sts); err != nil {
+			problem = "no single confirmed Red Leader: " + err.Error()
+		} else if err := onePool(r.t, r.agents); err != nil {
+			problem = "not one pool: " + err.Error()
+		}
+		full = true
+	}
+	settling1, gen1 := r.window()
+	exempt := settling1 || gen1 != gen0 // a window opened during the sample
+	if full && !exempt {
+		r.checked++
+	}
+	if problem != "" && (len(ls) > 1 || !exempt) {
+		return []string{problem}
+	}
+	return nil
 }
 
-func (s *rotationSampler) finish() (samples, checked int, violations []string) {
-	close(s.stop)
-	<-s.done
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.samples, s.checked, s.violations
+func (r *rotationSampler) finish() (samples, checked int, violations []string) {
+	samples, violations = r.s.finish()
+	return samples, r.checked, violations
 }
 
 // TestKeyRotation: 3 agents on [old] move one at a time to [old new], then
