@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/redleader-p2p/redleader/internal/logtest"
+	"github.com/redleader-p2p/redleader/internal/wait"
 )
 
 func TestClusterTLSIsDeterministic(t *testing.T) {
@@ -141,7 +142,7 @@ func startPort(t *testing.T, tlsConf *tls.Config, limits portLimits, members ...
 			addrs = append(addrs, netip.MustParseAddr(m))
 		}
 		p.SetMembers(func() []netip.Addr { return addrs })
-		waitUntil(t, time.Second, "member set loaded", func() bool { return p.memberSet.Load() != nil })
+		wait.For(t, time.Second, "member set loaded", func() bool { return p.memberSet.Load() != nil })
 	}
 	return p, lc
 }
@@ -167,17 +168,6 @@ func attrLines(logs *logtest.Recorder, key, val string) (msgs []string, suppress
 	return msgs, suppressed
 }
 
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // dialFrom opens a TCP connection to addr from the loopback address src.
 func dialFrom(t *testing.T, src, addr string) net.Conn {
 	t.Helper()
@@ -195,7 +185,7 @@ func dialFrom(t *testing.T, src, addr string) net.Conn {
 func settled(t *testing.T, p *peerPort, n int) portStats {
 	t.Helper()
 	var s portStats
-	waitUntil(t, 2*time.Second, fmt.Sprintf("%d connections decided", n), func() bool {
+	wait.For(t, 2*time.Second, fmt.Sprintf("%d connections decided", n), func() bool {
 		s = p.Stats()
 		return uint64(s.Open)+s.Refused[refusedPerSource]+s.Refused[refusedTotal] >= uint64(n)
 	})
@@ -259,10 +249,10 @@ func TestPeerPortCaps(t *testing.T) {
 			for _, c := range conns {
 				c.Close()
 			}
-			waitUntil(t, 2*time.Second, "all places free", func() bool { return p.Stats().Open == 0 })
+			wait.For(t, 2*time.Second, "all places free", func() bool { return p.Stats().Open == 0 })
 			c := dialFrom(t, other1, addr)
 			defer c.Close()
-			waitUntil(t, 2*time.Second, "a new connection admitted", func() bool { return p.Stats().Open == 1 })
+			wait.For(t, 2*time.Second, "a new connection admitted", func() bool { return p.Stats().Open == 1 })
 		})
 	}
 }
@@ -370,7 +360,7 @@ func TestPeerPortIdleDeadline(t *testing.T) {
 				}
 			}
 			if tt.wantClosed {
-				waitUntil(t, time.Second, "place given back", func() bool { return p.Stats().Open == 0 })
+				wait.For(t, time.Second, "place given back", func() bool { return p.Stats().Open == 0 })
 			}
 		})
 	}
@@ -491,7 +481,7 @@ func TestPeerPortUnservedAndSilent(t *testing.T) {
 			t.Errorf("%s connection still open after 2 s", name)
 		}
 	}
-	waitUntil(t, time.Second, "places given back", func() bool { return p.Stats().Open == 0 })
+	wait.For(t, time.Second, "places given back", func() bool { return p.Stats().Open == 0 })
 	s := p.Stats()
 	if s.Refused[refusedSniff] != 1 || s.Refused[refusedUnserved] != 1 {
 		t.Errorf("refused %v, want sniff 1 and unserved 1", s.Refused)
