@@ -1,5 +1,17 @@
 // Package shaping parses the bandwidth rates of the config and of the
-// committed policy: strings such as "50Mbit", "256kbit", "1.5MB" and "0"
-// (unlimited). No rate is enforced yet: the WAN and LAN limiters are not
-// built, so today a rate is only validated, stored and shown.
+// committed policy (strings such as "50Mbit", "256kbit", "1.5MB" and "0",
+// unlimited) and paces byte streams at them.
+//
+// A Limiter is a token bucket in bytes on golang.org/x/time/rate whose
+// rate can change at any moment, for the goroutines already waiting too;
+// its burst is at least one MS-PCCRR block (DefaultMinBurst, 64 KiB).
+// Reader and Writer pace an io.Reader (an origin response body on the
+// WAN) or an io.Writer (blocks served to LAN peers at lan_rate) through a
+// Limiter, a piece at a time, and stop when their context ends. WAN holds
+// an agent's one WAN Limiter, shared by all its jobs: its rate is the
+// policy's leader rate while the agent holds the Red Leader role and the
+// peer rate otherwise.
+//
+// The limiters exist; the data path (issue #10) wires them. Until then a
+// rate is only validated, stored and shown.
 package shaping
