@@ -34,6 +34,12 @@ var (
 	ErrPolicyConflict = errors.New("policy version conflict")
 	// ErrBadSnapshot: a snapshot stream is truncated or inconsistent.
 	ErrBadSnapshot = errors.New("bad snapshot")
+	// ErrAdminRefused: an admin command (policy, admin mark, unmark) in a
+	// cluster whose committed admin mode refuses them (an open cluster
+	// without allow_open_admin, or one that never recorded its mode).
+	ErrAdminRefused = errors.New("admin commands are refused: the cluster has no cluster key " +
+		"(set cluster_key on every agent, or allow_open_admin: true on the agents before the cluster is created: " +
+		"every LAN host is then an admin)")
 )
 
 // errSkip marks an unknown entry type flagged ignorable.
@@ -64,6 +70,7 @@ const (
 	CmdMark      CommandType = 0x05 // set a NotLeaderMaterial mark
 	CmdUnmark    CommandType = 0x06 // clear a NotLeaderMaterial mark
 	CmdSetPolicy CommandType = 0x07 // replace the policy
+	CmdAdminMode CommandType = 0x09 // record whether admin commands are accepted (keyed / open / open-admin)
 	// CmdNote only adds an event to the log; older agents may skip it.
 	CmdNote CommandType = 0x08 | CommandType(FlagIgnorable)
 )
@@ -71,6 +78,7 @@ const (
 var commandNames = map[CommandType]string{
 	CmdInit: "init", CmdAppoint: "appoint", CmdConfirm: "confirm", CmdRetire: "retire",
 	CmdMark: "mark", CmdUnmark: "unmark", CmdSetPolicy: "set-policy", CmdNote: "note",
+	CmdAdminMode: "admin-mode",
 }
 
 // String returns the command type's name.
@@ -92,6 +100,33 @@ const (
 	MarkAuto  MarkSource = "auto"  // by the Raft leader (no confirmation, missed check-ins, dead); expires
 	MarkAdmin MarkSource = "admin" // by an operator (redleader nlm); never expires
 )
+
+// AdminMode is the cluster's committed answer to "who may commit admin
+// commands" (policy, admin marks, unmark). The Raft leader records it from
+// its configuration (init, then CmdAdminMode when it differs, see
+// Node.reconcileAdminMode); the FSM refuses admin commands unless it is
+// AdminKeyed or AdminOpenAdmin.
+type AdminMode string
+
+// Admin modes. The zero value (a state from before the mode was recorded)
+// refuses admin commands: the safe reading.
+const (
+	AdminUnset     AdminMode = ""
+	AdminKeyed     AdminMode = "keyed"      // a cluster key: key holders are admins
+	AdminOpen      AdminMode = "open"       // no key: admin commands refused
+	AdminOpenAdmin AdminMode = "open-admin" // no key, allow_open_admin at creation: every LAN host is an admin
+)
+
+// Allowed reports whether the mode accepts admin commands.
+func (m AdminMode) Allowed() bool { return m == AdminKeyed || m == AdminOpenAdmin }
+
+func (m AdminMode) valid() bool { return m == AdminKeyed || m == AdminOpen || m == AdminOpenAdmin }
+
+// Admin reports whether c is an admin command: one only an operator sends
+// (policy, admin marks, unmark), refused unless the admin mode allows it.
+func (c Command) Admin() bool {
+	return c.Type == CmdSetPolicy || c.Type == CmdUnmark || (c.Type == CmdMark && c.By == MarkAdmin)
+}
 
 // Severity grades an event.
 type Severity string
@@ -161,10 +196,11 @@ type Command struct {
 	Policy            *Policy // init, set-policy
 	PrevPolicyVersion uint64  // set-policy: if non-zero, must equal the current version
 
-	ClusterID string   // init
-	Secret    []byte   // init: SecretSize random bytes
-	Marks     []Mark   // init: admin marks carried over by a re-bootstrap
-	Severity  Severity // note
+	ClusterID string    // init
+	Secret    []byte    // init: SecretSize random bytes
+	Marks     []Mark    // init: admin marks carried over by a re-bootstrap
+	Severity  Severity  // note
+	Mode      AdminMode // init (may be unset: an older agent's), admin-mode
 }
 
 // NewInitCommand returns the first command of a new cluster.
@@ -208,6 +244,11 @@ func NewSetPolicyCommand(requestID string, now time.Time, p Policy, prevVersion 
 	return Command{Type: CmdSetPolicy, RequestID: requestID, Time: now, Policy: &p, PrevPolicyVersion: prevVersion}
 }
 
+// NewAdminModeCommand records the cluster's admin mode.
+func NewAdminModeCommand(requestID string, now time.Time, mode AdminMode, reason string) Command {
+	return Command{Type: CmdAdminMode, RequestID: requestID, Time: now, Mode: mode, Reason: truncate(reason)}
+}
+
 // NewNoteCommand adds an event (about node, may be "") to the event log.
 func NewNoteCommand(requestID string, now time.Time, node string, sev Severity, reason string) Command {
 	return Command{Type: CmdNote, RequestID: requestID, Time: now, Node: node, Severity: sev, Reason: truncate(reason)}
@@ -240,6 +281,7 @@ type wireCommand struct {
 	Secret     []byte     `json:"secret,omitempty"`
 	Marks      []wireMark `json:"marks,omitempty"`
 	Severity   Severity   `json:"sev,omitempty"`
+	Mode       AdminMode  `json:"admin,omitempty"`
 }
 
 // wireMark is a Mark in commands and snapshots.
@@ -284,7 +326,7 @@ func EncodeCommand(c Command) ([]byte, error) {
 	w := wireCommand{
 		ID: c.RequestID, T: toNanos(c.Time), Node: c.Node, Epoch: c.Epoch, Reason: c.Reason,
 		By: c.By, TTL: int64(c.TTL), Policy: c.Policy, PrevPolicy: c.PrevPolicyVersion,
-		Cluster: c.ClusterID, Secret: c.Secret, Severity: c.Severity,
+		Cluster: c.ClusterID, Secret: c.Secret, Severity: c.Severity, Mode: c.Mode,
 	}
 	for _, m := range c.Marks {
 		w.Marks = append(w.Marks, toWireMark(m))
@@ -334,6 +376,7 @@ func DecodeCommand(b []byte) (Command, error) {
 		Type: t, RequestID: w.ID, Time: fromNanos(w.T), Node: w.Node, Epoch: w.Epoch,
 		Reason: w.Reason, By: w.By, TTL: time.Duration(w.TTL), Policy: w.Policy,
 		PrevPolicyVersion: w.PrevPolicy, ClusterID: w.Cluster, Secret: w.Secret, Severity: w.Severity,
+		Mode: w.Mode,
 	}
 	for _, m := range w.Marks {
 		c.Marks = append(c.Marks, m.mark())
@@ -379,6 +422,9 @@ func (c Command) Validate() error {
 		if c.Policy == nil {
 			return bad("no policy")
 		}
+		if c.Mode != AdminUnset && !c.Mode.valid() {
+			return bad("admin mode %q", c.Mode)
+		}
 		for _, m := range c.Marks {
 			if err := checkID("mark node", m.Node); err != nil {
 				return bad("%v", err)
@@ -416,6 +462,10 @@ func (c Command) Validate() error {
 	case CmdSetPolicy:
 		if c.Policy == nil {
 			return bad("no policy")
+		}
+	case CmdAdminMode:
+		if !c.Mode.valid() {
+			return bad("admin mode %q", c.Mode)
 		}
 	case CmdNote:
 		if c.Node != "" {

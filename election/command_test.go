@@ -51,6 +51,12 @@ func sampleCommands() []struct {
 		{"unmark", NewUnmarkCommand("req-unmark", t0.Add(6*time.Second), "node-d", "operator")},
 		{"set-policy", NewSetPolicyCommand("req-policy", t0.Add(7*time.Second), Policy{LeaderRate: "20Mbit", PeerRate: "128kbit"}, 1)},
 		{"note", NewNoteCommand("req-note", t0.Add(8*time.Second), "node-a", SeverityWarning, "check-in missed")},
+		{"init-admin", func() Command {
+			c := NewInitCommand("req-init-admin", t0.Add(9*time.Second), "cluster-2", testSecret(), Policy{PeerRate: "256kbit"})
+			c.Mode = AdminOpen
+			return c
+		}()},
+		{"admin-mode", NewAdminModeCommand("req-admin-mode", t0.Add(10*time.Second), AdminKeyed, "keyed leader")},
 	}
 }
 
@@ -235,6 +241,13 @@ func TestCommandValidate(t *testing.T) {
 		{"note bad severity", NewNoteCommand("r", t0, "", "loud", "x")},
 		{"note empty", NewNoteCommand("r", t0, "", SeverityInfo, "")},
 		{"note long node", NewNoteCommand("r", t0, long, SeverityInfo, "x")},
+		{"init unknown admin mode", func() Command {
+			c := NewInitCommand("r", t0, "c", testSecret(), Policy{})
+			c.Mode = "anyone"
+			return c
+		}()},
+		{"admin-mode unset", NewAdminModeCommand("r", t0, AdminUnset, "")},
+		{"admin-mode unknown", NewAdminModeCommand("r", t0, "anyone", "")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

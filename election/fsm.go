@@ -57,6 +57,7 @@ const (
 	EventMarkExpired EventKind = "mark-expired"
 	EventPolicy      EventKind = "policy"
 	EventNote        EventKind = "note"
+	EventAdminMode   EventKind = "admin-mode"
 )
 
 // Event is one entry of the election event log.
@@ -74,6 +75,7 @@ type Event struct {
 type State struct {
 	ClusterID string
 	Secret    []byte    // the subnet content secret; never show it in APIs
+	Admin     AdminMode // who may commit admin commands (unset: nobody)
 	Index     uint64    // the last Raft log index applied
 	Clock     time.Time // the newest command time applied (the FSM's clock)
 	RedLeader RedLeader
@@ -269,6 +271,7 @@ func (f *FSM) execute(c Command) error {
 		}
 		s.ClusterID = c.ClusterID
 		s.Secret = slices.Clone(c.Secret)
+		s.Admin = c.Mode
 		s.Policy = c.Policy.clone()
 		s.Policy.Version = max(1, c.Policy.Version)
 		if c.Epoch > s.RedLeader.Epoch {
@@ -317,6 +320,11 @@ func (f *FSM) execute(c Command) error {
 			fmt.Sprintf("policy version %d: leader %q, peer %q, LAN %q", p.Version, p.LeaderRate, p.PeerRate, p.LANRate))
 	case CmdNote:
 		f.event(now, EventNote, c.Node, s.RedLeader.Epoch, c.Severity, c.Reason)
+	case CmdAdminMode:
+		if s.Admin != c.Mode {
+			s.Admin = c.Mode
+			f.event(now, EventAdminMode, "", s.RedLeader.Epoch, SeverityInfo, fmt.Sprintf("admin mode %s: %s", c.Mode, c.Reason))
+		}
 	}
 	return nil
 }
@@ -324,6 +332,13 @@ func (f *FSM) execute(c Command) error {
 // check decides whether c may be applied at now, without changing state.
 func (f *FSM) check(c Command, now time.Time) error {
 	s := &f.st
+	if c.Admin() && !s.Admin.Allowed() {
+		mode := string(s.Admin)
+		if mode == "" {
+			mode = "not recorded"
+		}
+		return fmt.Errorf("%w (admin mode: %s)", ErrAdminRefused, mode)
+	}
 	switch c.Type {
 	case CmdInit:
 		if s.ClusterID != "" && (s.ClusterID != c.ClusterID || string(s.Secret) != string(c.Secret)) {

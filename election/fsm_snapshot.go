@@ -38,8 +38,9 @@ type snapHeader struct {
 }
 
 type snapCluster struct {
-	ID     string `json:"id"`
-	Secret []byte `json:"secret,omitempty"`
+	ID     string    `json:"id"`
+	Secret []byte    `json:"secret,omitempty"`
+	Admin  AdminMode `json:"admin,omitempty"`
 }
 
 type snapLeader struct {
@@ -138,7 +139,7 @@ func writeSnapshot(w io.Writer, st State) error {
 	l := st.RedLeader
 	recs := []record{
 		{recHeader, snapHeader{Index: st.Index, Clock: toNanos(st.Clock), EventSeq: st.EventSeq}},
-		{recCluster, snapCluster{ID: st.ClusterID, Secret: st.Secret}},
+		{recCluster, snapCluster{ID: st.ClusterID, Secret: st.Secret, Admin: st.Admin}},
 		{recLeader, snapLeader{Node: l.Node, Epoch: l.Epoch, Appointed: toNanos(l.AppointedAt), Confirmed: toNanos(l.ConfirmedAt), Reason: l.Reason}},
 		{recPolicy, st.Policy},
 	}
@@ -239,7 +240,7 @@ func decodeRecord(st *State, typ byte, body []byte) error {
 		if err := json.Unmarshal(body, &c); err != nil {
 			return bad(err)
 		}
-		st.ClusterID = c.ID
+		st.ClusterID, st.Admin = c.ID, c.Admin
 		if len(c.Secret) > 0 {
 			st.Secret = c.Secret
 		}
@@ -289,6 +290,9 @@ func checkState(st State) error {
 	}
 	if st.Secret != nil && len(st.Secret) != SecretSize {
 		return bad("secret of %d bytes", len(st.Secret))
+	}
+	if st.Admin != AdminUnset && !st.Admin.valid() {
+		return bad("admin mode %q", st.Admin)
 	}
 	if !slices.IsSortedFunc(st.Marks, func(a, b Mark) int { return cmp.Compare(a.Node, b.Node) }) {
 		return bad("marks out of order")

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -82,9 +83,12 @@ func (h *harness) reject(c Command, want error) {
 	}
 }
 
+// init initializes a keyed cluster (admin commands allowed).
 func (h *harness) init() {
 	h.t.Helper()
-	h.must(NewInitCommand(h.id(), t0, "cluster-1", testSecret(), Policy{LeaderRate: "50Mbit", PeerRate: "256kbit"}))
+	c := NewInitCommand(h.id(), t0, "cluster-1", testSecret(), Policy{LeaderRate: "50Mbit", PeerRate: "256kbit"})
+	c.Mode = AdminKeyed
+	h.must(c)
 }
 
 func lastEvent(s State) Event { return s.Events[len(s.Events)-1] }
@@ -421,6 +425,7 @@ func richHarness(t *testing.T) *harness {
 	h := newHarness(t)
 	init := NewInitCommand(h.id(), t0, "cluster-1", testSecret(), Policy{LeaderRate: "50Mbit", Flags: map[string]bool{"a": true, "b": false}})
 	init.Marks = []Mark{{Node: "kiosk", By: MarkAdmin, Reason: "kept"}}
+	init.Mode = AdminOpenAdmin
 	h.must(init)
 	h.must(NewAppointCommand(h.id(), t0.Add(time.Second), "a", 1, "fresh"))
 	h.must(NewMarkCommand(h.id(), t0.Add(2*time.Second), "a", MarkAuto, time.Minute, "no confirmation"))
@@ -660,5 +665,72 @@ func TestRedLeaderHolds(t *testing.T) {
 	}
 	if (RedLeader{Epoch: 5}).Holds("", 5, t0, t0, lease) {
 		t.Error("vacant seat held")
+	}
+}
+
+// TestFSMAdminMode: admin commands (policy, admin marks, unmark) are
+// refused unless the committed admin mode allows them; the mode comes
+// with init (absent in an older agent's init: refused, the safe reading)
+// and changes only by an admin-mode command. Everything else is accepted
+// whatever the mode.
+func TestFSMAdminMode(t *testing.T) {
+	admin := func(h *harness) []Command {
+		return []Command{
+			NewSetPolicyCommand(h.id(), t0.Add(time.Second), Policy{PeerRate: "1kbit"}, 0),
+			NewMarkCommand(h.id(), t0.Add(time.Second), "a", MarkAdmin, 0, "operator"),
+			NewUnmarkCommand(h.id(), t0.Add(time.Second), "kiosk", "operator"),
+		}
+	}
+	for _, tc := range []struct {
+		mode  AdminMode
+		allow bool
+	}{
+		{AdminUnset, false}, {AdminOpen, false}, {AdminKeyed, true}, {AdminOpenAdmin, true},
+	} {
+		t.Run(string(tc.mode)+"-", func(t *testing.T) {
+			h := newHarness(t)
+			init := NewInitCommand(h.id(), t0, "cluster-1", testSecret(), Policy{PeerRate: "256kbit"})
+			init.Mode = tc.mode
+			init.Marks = []Mark{{Node: "kiosk", By: MarkAdmin, Reason: "kept"}}
+			h.must(init)
+			if got := h.f.State().Admin; got != tc.mode {
+				t.Fatalf("mode after init %q, want %q", got, tc.mode)
+			}
+			for _, c := range admin(h) {
+				if tc.allow {
+					h.must(c)
+				} else {
+					h.reject(c, ErrAdminRefused)
+				}
+			}
+			// The leader's own commands never depend on the mode.
+			h.must(NewAppointCommand(h.id(), t0.Add(2*time.Second), "b", 1, "fresh"))
+			h.must(NewMarkCommand(h.id(), t0.Add(3*time.Second), "b", MarkAuto, time.Minute, "no check-in"))
+			h.must(NewNoteCommand(h.id(), t0.Add(3*time.Second), "", SeverityInfo, "note"))
+			// The mode moves only by an admin-mode command.
+			h.must(NewAdminModeCommand(h.id(), t0.Add(4*time.Second), AdminKeyed, "keyed leader"))
+			st := h.f.State()
+			if st.Admin != AdminKeyed {
+				t.Fatalf("mode %q after admin-mode keyed", st.Admin)
+			}
+			if e := lastEvent(st); tc.mode != AdminKeyed && (e.Kind != EventAdminMode || !strings.Contains(e.Reason, "keyed")) {
+				t.Fatalf("event %+v, want an admin-mode event", e)
+			}
+			h.must(NewSetPolicyCommand(h.id(), t0.Add(5*time.Second), Policy{PeerRate: "2Mbit"}, 0))
+			h.must(NewAdminModeCommand(h.id(), t0.Add(6*time.Second), AdminOpen, "open leader"))
+			h.reject(NewSetPolicyCommand(h.id(), t0.Add(7*time.Second), Policy{PeerRate: "1kbit"}, 0), ErrAdminRefused)
+			// The mode survives a snapshot.
+			var buf bytes.Buffer
+			if err := h.f.WriteState(&buf); err != nil {
+				t.Fatal(err)
+			}
+			g := newHarness(t)
+			if err := g.f.Restore(io.NopCloser(&buf)); err != nil {
+				t.Fatal(err)
+			}
+			if got := g.f.State().Admin; got != AdminOpen {
+				t.Fatalf("restored mode %q, want open", got)
+			}
+		})
 	}
 }

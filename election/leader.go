@@ -3,6 +3,7 @@ package election
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/google/uuid"
@@ -57,8 +58,23 @@ func (n *Node) establishLeadership(r *raftNode, gen uint64) *leaderState {
 	}
 	ls := &leaderState{cluster: r.clusterID, gen: gen, since: time.Now(), checkIns: map[string]time.Time{},
 		lastSeen: map[string]time.Time{}, standbySeen: map[string]time.Time{}}
+	// A node that retired its seat just before this leader took over (the
+	// retire of a Red Leader that also led Raft, committed before its
+	// leadership transfer went through) stays out of the ranking too.
+	var recent []Event
+	for _, e := range r.fsm.State().Events {
+		if e.Kind == EventRetire && e.Node != "" && time.Since(e.Time) < retiredFor {
+			recent = append(recent, e)
+		}
+	}
 	n.mu.Lock()
 	n.lead = ls
+	for _, e := range recent {
+		if n.retired == nil {
+			n.retired = map[string]time.Time{}
+		}
+		n.retired[e.Node] = e.Time
+	}
 	n.mu.Unlock()
 	n.log.Info("raft leadership established", "cluster", r.clusterID)
 	return ls
@@ -86,6 +102,7 @@ func (n *Node) leaderTick(r *raftNode, ls *leaderState, members []Member) {
 		n.commitInit(r)
 		return
 	}
+	n.reconcileAdminMode(r, st.Admin, now)
 	n.checkSeat(r, ls, members, now)
 	n.appointBest(r, members, now)
 	if now.Sub(ls.lastPlan) >= time.Second {
@@ -113,8 +130,15 @@ func (n *Node) commitInit(r *raftNode) {
 	if policy.Version == 0 {
 		policy.Version = 1
 	}
+	mode := AdminUnset
+	if carry != nil && carry.Initialized() {
+		mode = carry.Admin // the cluster's lineage keeps its mode; reconcileAdminMode may tighten it
+	}
+	if mode == AdminUnset {
+		mode, _ = n.wantAdminMode(AdminUnset)
+	}
 	cmd := NewInitCommand(uuid.NewString(), time.Now(), r.clusterID, secret, policy)
-	cmd.Epoch, cmd.Marks = epoch, marks
+	cmd.Epoch, cmd.Marks, cmd.Mode = epoch, marks, mode
 	if err := n.applyLocal(r, cmd); err != nil {
 		n.log.Warn("init not committed", "err", err)
 		return
@@ -124,18 +148,73 @@ func (n *Node) commitInit(r *raftNode) {
 	n.mu.Unlock()
 }
 
+// wantAdminMode is the admin mode this leader's configuration asks for,
+// given the committed one, and whether it differs. A keyed leader records
+// AdminKeyed (its Raft peers all hold the key). Without a key the mode
+// only ever tightens: allow_open_admin counts only when the cluster
+// records its first mode (creation, or a state from before the mode was
+// recorded); a cluster that was keyed becomes AdminOpen; and a leader
+// without allow_open_admin turns AdminOpenAdmin into AdminOpen. So an
+// agent of an open cluster cannot open admin commands with its own config.
+func (n *Node) wantAdminMode(cur AdminMode) (AdminMode, bool) {
+	want := cur
+	switch {
+	case n.cfg.Keyed:
+		want = AdminKeyed
+	case !n.cfg.AllowOpenAdmin:
+		want = AdminOpen
+	case cur == AdminUnset:
+		want = AdminOpenAdmin
+	case cur == AdminKeyed:
+		want = AdminOpen
+	}
+	return want, want != cur
+}
+
+// reconcileAdminMode commits the admin mode this leader's configuration
+// asks for when it differs from the committed one (wantAdminMode).
+func (n *Node) reconcileAdminMode(r *raftNode, cur AdminMode, now time.Time) {
+	want, change := n.wantAdminMode(cur)
+	if !change {
+		return
+	}
+	why := map[AdminMode]string{
+		AdminKeyed:     "the cluster runs with a cluster key: key holders may commit admin commands",
+		AdminOpen:      "no cluster key: admin commands are refused",
+		AdminOpenAdmin: "no cluster key, allow_open_admin: every LAN host may commit admin commands",
+	}[want]
+	if err := n.applyLocal(r, NewAdminModeCommand(uuid.NewString(), now, want, why)); err != nil {
+		n.log.Warn("admin mode not committed", "mode", want, "err", err)
+		return
+	}
+	n.log.Info("admin mode recorded", "mode", want, "was", cur)
+}
+
 // checkSeat vacates the seat of a Red Leader that died in gossip, never
-// confirmed, or stopped checking in, with an automatic mark.
+// confirmed, or stopped checking in, with an automatic mark. One that
+// left gracefully, or is leaving, only loses its seat (a retire): a
+// rolling restart must not mark every agent.
 func (n *Node) checkSeat(r *raftNode, ls *leaderState, members []Member, now time.Time) {
 	seat := r.fsm.summary().RedLeader
 	if seat.Node == "" {
 		return
 	}
-	status := StatusDead
+	status, leaving := StatusDead, false
 	for _, m := range members {
 		if m.Node == seat.Node {
-			status = m.Status
+			status, leaving = m.Status, m.Leaving
 		}
+	}
+	if status == StatusLeft || (status == StatusAlive && leaving) {
+		why := "Red Leader left gracefully"
+		if status == StatusAlive {
+			why = "Red Leader is shutting down"
+		}
+		n.log.Info("vacating the Red Leader seat", "node", seat.Node, "epoch", seat.Epoch, "why", why)
+		if err := n.applyLocal(r, NewRetireCommand(uuid.NewString(), now, seat.Node, seat.Epoch, why)); err != nil {
+			n.log.Warn("retire not committed", "err", err)
+		}
+		return
 	}
 	n.mu.Lock()
 	last := ls.checkIns[seat.Node]
@@ -165,24 +244,63 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
+// shownUptime bounds m's self-reported uptime by how long this node has
+// seen it alive in gossip: a member cannot claim to have been up longer
+// than anyone can tell (a rogue agent claiming years of uptime).
+func shownUptime(m Member, now time.Time) time.Duration {
+	if m.Status != StatusAlive || m.Since.IsZero() {
+		return m.Uptime
+	}
+	return max(0, min(m.Uptime, now.Sub(m.Since)))
+}
+
 // candidates builds the ranking input from gossip and the committed marks.
-func candidates(members []Member, st State, now time.Time) []Candidate {
+// Uptime is bounded by what can be shown (shownUptime); leaving is a
+// member that says it is shutting down, or one of leaving (it has just
+// retired its seat to stop).
+func candidates(members []Member, st State, now time.Time, leaving func(string) bool) []Candidate {
 	out := make([]Candidate, 0, len(members))
 	for _, m := range members {
 		out = append(out, Candidate{
 			Node: m.Node, Alive: m.Status == StatusAlive, NotLeaderMaterial: m.NotLeaderMaterial,
-			Marked: st.Marked(m.Node, now), Priority: m.Priority, Version: m.Version,
-			Progress: m.Progress, Uptime: m.Uptime,
+			Leaving: m.Leaving || (leaving != nil && leaving(m.Node)),
+			Marked:  st.Marked(m.Node, now), Priority: m.Priority, Version: m.Version,
+			Progress: m.Progress, Uptime: shownUptime(m, now),
 		})
 	}
 	return out
+}
+
+// retiredFor is how long the Raft leader keeps a node that retired its
+// seat out of the ranking: it is stopping, and its gossip may not say so
+// yet (it publishes Leaving first, but gossip and the retire race).
+const retiredFor = 15 * time.Second
+
+// noteRetired records that node retired its seat through this node while
+// it led Raft (its leader duties may not be established yet: the map is
+// the Node's, not the leader state's).
+func (n *Node) noteRetired(node string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.retired == nil {
+		n.retired = map[string]time.Time{}
+	}
+	n.retired[node] = time.Now()
 }
 
 // appointBest applies the ranking rules and commits an appointment when
 // they call for a (new) Red Leader.
 func (n *Node) appointBest(r *raftNode, members []Member, now time.Time) {
 	st := r.fsm.summary()
-	d := Rank(st.RedLeader.Node, candidates(members, st, now))
+	n.mu.Lock()
+	for node, at := range n.retired {
+		if now.Sub(at) >= retiredFor {
+			delete(n.retired, node)
+		}
+	}
+	retired := maps.Clone(n.retired)
+	n.mu.Unlock()
+	d := Rank(st.RedLeader.Node, candidates(members, st, now, func(node string) bool { _, ok := retired[node]; return ok }))
 	switch {
 	case d.Changed && d.Leader != "":
 		cmd := NewAppointCommand(uuid.NewString(), now, d.Leader, st.RedLeader.Epoch+1, d.Reason)
@@ -204,7 +322,7 @@ func (n *Node) appointBest(r *raftNode, members []Member, now time.Time) {
 // the state to reach it before confirming.
 func (n *Node) notifyAppointee(members []Member, node string, epoch uint64) {
 	if node == n.cfg.Node {
-		n.learnSeat(node, epoch)
+		n.noteHint(epoch)
 		return
 	}
 	for _, m := range members {
@@ -272,7 +390,7 @@ func (n *Node) reconcileVoters(r *raftNode, ls *leaderState, members []Member, n
 		return m.Status == StatusAlive && m.Head.ClusterID == r.clusterID &&
 			m.Head.Index+250 >= applied && ok && now.Sub(seen) >= time.Second
 	}
-	ch := PlanVoters(conf, voterCandidates(members, caughtUp), VoterParams{
+	ch := PlanVoters(conf, voterCandidates(members, caughtUp, now), VoterParams{
 		Self: n.cfg.Node, Now: now, DeadVoterGrace: n.cfg.DeadVoterGrace, Stabilization: n.cfg.Stabilization,
 	})
 	if ch.Action == VoterNone {

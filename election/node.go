@@ -9,6 +9,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/hashicorp/raft"
+
+	"github.com/redleader-p2p/redleader/internal/ratelog"
 )
 
 // Runtime errors.
@@ -58,10 +61,14 @@ type Head struct {
 // Member is what the election needs to know about one gossip member.
 type Member struct {
 	Node     string
-	RaftAddr string // host:port of its peer port (Raft and cluster RPC)
+	RaftAddr string // host:port of its peer port (Raft and cluster RPC); its host is the member's advertised IP
 	Status   MemberStatus
 	Since    time.Time // alive since / dead or left since
 	Head     Head
+	// Leaving: the member is shutting down gracefully (it published so
+	// before it hands over): it is never appointed, and losing it is no
+	// failure.
+	Leaving bool
 
 	NotLeaderMaterial bool
 	Priority          Priority
@@ -119,6 +126,12 @@ type Config struct {
 	// InitialPolicy is committed by a bootstrapping node that has no cached state.
 	InitialPolicy Policy
 
+	// Keyed: the agent runs with a cluster key (gossip, Raft and the
+	// cluster RPC need it). AllowOpenAdmin: allow_open_admin. Together
+	// they give the admin mode the Raft leader records (reconcileAdminMode).
+	Keyed          bool
+	AllowOpenAdmin bool
+
 	Logger *slog.Logger
 }
 
@@ -164,17 +177,37 @@ type Node struct {
 	// loop's tick, a prepare RPC, Close), so that two never race.
 	life sync.Mutex
 
-	mu          sync.Mutex
-	r           *raftNode     // nil unless in a Raft group
-	lead        *leaderState  // non-nil while this node is the Raft leader
-	seat        RedLeader     // newest seat seen (state or check-in reply)
-	lastCheckIn time.Time     // send time of the last successful check-in
-	red         redRole       // the Red Leader role as this node plays it
-	hint        chan struct{} // wakes the check-in loop
-	wakeMain    chan struct{} // wakes the main loop (Raft leadership changed)
-	lastHead    Head
-	noLeader    time.Time // since when the Raft group has had no leader
-	started     time.Time
+	mu   sync.Mutex
+	r    *raftNode    // nil unless in a Raft group
+	lead *leaderState // non-nil while this node is the Raft leader
+	// The seat as this node sees it (seatViewLocked): the committed seat
+	// of its own state, or its own seat at a newer epoch that a check-in
+	// reply confirmed before its state caught up (claim, for at most
+	// CheckinTimeout). A notify only leaves a hint, which makes the node
+	// check in: nothing a message claims outlives the committed state.
+	seat         RedLeader // the committed seat, as last read from the state
+	claim        RedLeader // this node's seat per a check-in reply, ahead of the state
+	claimAt      time.Time
+	hintEpoch    uint64 // a notify from the Raft leader: check in for this epoch
+	hintAt       time.Time
+	lastCheckIn  time.Time     // send time of the last successful check-in
+	checkedEpoch uint64        // the epoch lastCheckIn confirmed
+	red          redRole       // the Red Leader role as this node plays it
+	kick         chan struct{} // wakes the check-in loop
+	wakeMain     chan struct{} // wakes the main loop (Raft leadership changed)
+	lastHead     Head
+	noLeader     time.Time // since when the Raft group has had no leader
+	noCluster    time.Time // since when no cluster is alive in gossip (members only)
+	started      time.Time
+	// preparedBy is the Raft leader that prepared this node for its
+	// cluster: its Raft connections are accepted before the first
+	// configuration arrives (raftGuard).
+	preparedBy  netip.Addr
+	preparedFor string
+	// retired: nodes that retired their seat through this node as Raft
+	// leader, when; kept out of the ranking for retiredFor.
+	retired     map[string]time.Time
+	rlog        *ratelog.Logger // lines caused by what other hosts send
 	lastPull    time.Time
 	cachedIndex uint64
 	// pendingInit is the state a bootstrapping node carries into its new
@@ -198,7 +231,8 @@ func New(cfg Config, mem Membership, tr Transport) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("election dir: %w", err)
 	}
-	n := &Node{cfg: cfg, mem: mem, tr: tr, log: cfg.Logger, hint: make(chan struct{}, 1), wakeMain: make(chan struct{}, 1)}
+	n := &Node{cfg: cfg, mem: mem, tr: tr, log: cfg.Logger, kick: make(chan struct{}, 1), wakeMain: make(chan struct{}, 1),
+		rlog: ratelog.New(cfg.Logger, refusalLogEvery, 1)}
 	n.member = NewFSM(FSMOptions{Logger: cfg.Logger})
 	n.http = &http.Client{
 		Timeout: 3 * time.Second,
@@ -271,7 +305,21 @@ func (n *Node) Close() error {
 
 // handOver retires the Red Leader seat if this node holds it and transfers
 // Raft leadership if it leads, so that a graceful stop costs no failover.
+//
+// Raft leadership goes first: the retire then reaches the next leader,
+// which keeps the retiring node out of the ranking (appointBest) until
+// gossip says it left. Retired by the old leader, the seat could go
+// straight back to this node, still alive in gossip and ranked first, and
+// its departure a moment later would cost it an automatic mark.
 func (n *Node) handOver() {
+	n.mu.Lock()
+	r := n.r
+	n.mu.Unlock()
+	if r != nil && r.raft.State() == raft.Leader {
+		if err := r.raft.LeadershipTransfer().Error(); err != nil {
+			n.log.Debug("leadership transfer", "err", err)
+		}
+	}
 	st := n.summary()
 	if st.RedLeader.Node == n.cfg.Node {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -279,14 +327,6 @@ func (n *Node) handOver() {
 		cancel()
 		if err != nil {
 			n.log.Warn("could not retire the Red Leader seat before stopping", "err", err)
-		}
-	}
-	n.mu.Lock()
-	r := n.r
-	n.mu.Unlock()
-	if r != nil && r.raft.State() == raft.Leader {
-		if err := r.raft.LeadershipTransfer().Error(); err != nil {
-			n.log.Debug("leadership transfer", "err", err)
 		}
 	}
 }
@@ -424,36 +464,67 @@ func clusters(members []Member) []clusterView {
 	return out
 }
 
-// voterCandidates converts members for the voter plan.
-func voterCandidates(members []Member, caughtUp func(Member) bool) []VoterCandidate {
+// voterCandidates converts members for the voter plan. With a non-zero
+// now, uptimes are bounded by what can be shown (shownUptime): the Raft
+// leader's voter plan. The (re-)bootstrap choice keeps the published
+// uptimes: every node must make it alike, and how long each has seen the
+// others differs; a false claim there only delays the bootstrap by a
+// fallback step.
+func voterCandidates(members []Member, caughtUp func(Member) bool, now time.Time) []VoterCandidate {
 	out := make([]VoterCandidate, 0, len(members))
 	for _, m := range members {
+		uptime := m.Uptime
+		if !now.IsZero() {
+			uptime = shownUptime(m, now)
+		}
 		out = append(out, VoterCandidate{Node: m.Node, Address: m.RaftAddr, Status: m.Status, Since: m.Since,
-			Class: m.Class, OptOut: m.VoterOptOut, Uptime: m.Uptime, CaughtUp: caughtUp != nil && caughtUp(m)})
+			Class: m.Class, OptOut: m.VoterOptOut, Uptime: uptime, CaughtUp: caughtUp != nil && caughtUp(m)})
 	}
 	return out
 }
 
 // memberTick: a node outside Raft bootstraps a new cluster if none is
 // alive and it is the best voter, otherwise follows the best cluster.
+// The best voter is chosen by what members publish, which nobody can
+// check: should it never bootstrap (a rogue that claims the best machine
+// class and uptime, or an agent that cannot open Raft), the next one does
+// after fallbackStep, and so on (bootstrapDue).
 func (n *Node) memberTick(members []Member) {
+	now := time.Now()
 	cs := clusters(members)
 	if len(cs) == 0 {
-		if !n.cfg.Voter || time.Since(n.started) < n.cfg.Settle {
+		n.mu.Lock()
+		if n.noCluster.IsZero() {
+			n.noCluster = now
+		}
+		none := now.Sub(n.noCluster)
+		n.mu.Unlock()
+		if !n.cfg.Voter || now.Sub(n.started) < n.cfg.Settle {
 			return
 		}
-		alive := onlyAlive(members)
-		if ranked := RankVoters(voterCandidates(alive, nil)); len(ranked) > 0 && ranked[0] == n.cfg.Node {
-			n.bootstrap("no cluster alive on the subnet")
+		ranked := RankVoters(voterCandidates(onlyAlive(members), nil, time.Time{}))
+		if pos := slices.Index(ranked, n.cfg.Node); pos >= 0 && none >= time.Duration(pos)*n.fallbackStep() {
+			why := "no cluster alive on the subnet"
+			if pos > 0 {
+				why = fmt.Sprintf("%s; the %d better-ranked voter(s) did not bootstrap within %v", why, pos, none.Round(time.Millisecond))
+			}
+			n.bootstrap(why)
 		}
 		return
 	}
+	n.mu.Lock()
+	n.noCluster = time.Time{}
+	n.mu.Unlock()
 	best := cs[0]
 	st := n.member.summary()
 	if st.ClusterID != best.id || st.Index < best.index {
 		n.pull(best)
 	}
 }
+
+// fallbackStep is how long the k-th best candidate waits, k times, for the
+// better ones to bootstrap (or re-bootstrap) before it does so itself.
+func (n *Node) fallbackStep() time.Duration { return 2*n.cfg.Settle + time.Second }
 
 func onlyAlive(ms []Member) []Member {
 	var out []Member
@@ -505,20 +576,38 @@ func (n *Node) raftTick(r *raftNode, members []Member) {
 		n.abandon(r, "removed from the Raft configuration")
 		return
 	}
-	// Quorum lost for good: no leader for QuorumLossTimeout and most
-	// voters gone from gossip. The best alive voter re-bootstraps.
-	if noLeaderFor >= n.cfg.QuorumLossTimeout && n.quorumGone(r, members) {
-		alive := onlyAlive(members)
-		if ranked := RankVoters(voterCandidates(alive, nil)); len(ranked) > 0 && ranked[0] == n.cfg.Node {
-			carry := r.fsm.State()
-			n.abandon(r, "quorum lost for good")
-			id := uuid.NewString()
-			n.log.Warn("re-bootstrapping after quorum loss", "old_cluster", carry.ClusterID, "cluster", id)
-			if err := n.openRaft(id, true, &carry); err != nil {
-				n.log.Error("re-bootstrap failed", "err", err)
-			}
-		}
+	// Prepared for this cluster but never added: its leader is alive but
+	// did not replicate a configuration to us. Go back to following it as
+	// a member (it prepares us again when it wants us).
+	if noLeaderFor >= n.cfg.QuorumLossTimeout && len(r.configuration().Servers) == 0 && leaderAlive(members, r.clusterID, n.cfg.Node) {
+		n.abandon(r, "prepared for the cluster but never added to its configuration")
 		return
+	}
+	// Quorum lost for good: no leader for QuorumLossTimeout and most
+	// voters gone (dead or left, or not serving this cluster by their own
+	// heads: wiped, abandoned, an empty raft.db), or no voter at all. The
+	// best of the nodes still in this cluster re-bootstraps; the k-th
+	// best after k fallback steps, should the better ones not do it.
+	if noLeaderFor >= n.cfg.QuorumLossTimeout {
+		if gone, why := n.quorumGone(r, members); gone {
+			pos := slices.Index(RankVoters(voterCandidates(servingCluster(members, r.clusterID, n.cfg.Node), nil, time.Time{})), n.cfg.Node)
+			if pos >= 0 && noLeaderFor >= n.cfg.QuorumLossTimeout+time.Duration(pos)*n.fallbackStep() {
+				carry := r.fsm.State()
+				if !carry.Initialized() {
+					// An empty or unreadable store: carry what this
+					// node knew as a member (its cached state).
+					carry = n.member.State()
+				}
+				n.abandon(r, "quorum lost for good: "+why)
+				id := uuid.NewString()
+				n.log.Warn("re-bootstrapping after quorum loss", "old_cluster", r.clusterID, "cluster", id, "why", why,
+					"no_leader_for", noLeaderFor.Round(time.Millisecond))
+				if err := n.openRaft(id, true, &carry); err != nil {
+					n.log.Error("re-bootstrap failed", "err", err)
+				}
+			}
+			return
+		}
 	}
 	if ls := n.syncLeadership(r); ls != nil {
 		n.leaderTick(r, ls, members)
@@ -542,12 +631,17 @@ func inConfig(c raft.Configuration, node string) bool {
 	return false
 }
 
-// quorumGone reports whether a majority of the configuration's voters are
-// dead or left in gossip.
-func (n *Node) quorumGone(r *raftNode, members []Member) bool {
-	status := map[string]MemberStatus{}
+// quorumGone reports whether this cluster's voters cannot make a quorum:
+// a configuration with no voter (an empty or truncated raft.db), or a
+// majority of voters gone. A voter is gone when gossip lists it dead or
+// left (or not at all), or when its own published head says it does not
+// serve this cluster: no cluster, another one, or role member (its Raft
+// state was wiped, abandoned or unreadable). A voter alive with a head of
+// this cluster serves, even if this node cannot reach its peer port.
+func (n *Node) quorumGone(r *raftNode, members []Member) (bool, string) {
+	byNode := make(map[string]Member, len(members))
 	for _, m := range members {
-		status[m.Node] = m.Status
+		byNode[m.Node] = m
 	}
 	voters, gone := 0, 0
 	for _, s := range r.configuration().Servers {
@@ -555,11 +649,47 @@ func (n *Node) quorumGone(r *raftNode, members []Member) bool {
 			continue
 		}
 		voters++
-		if st, ok := status[string(s.ID)]; !ok || st == StatusDead || st == StatusLeft {
+		id := string(s.ID)
+		if id == n.cfg.Node {
+			continue // this node runs Raft for the cluster
+		}
+		m, ok := byNode[id]
+		if !ok || m.Status == StatusDead || m.Status == StatusLeft || !serves(m, r.clusterID) {
 			gone++
 		}
 	}
-	return voters > 0 && gone > voters/2
+	switch {
+	case voters == 0:
+		return true, "no voter in the Raft configuration (empty or unreadable Raft state)"
+	case gone > voters/2:
+		return true, fmt.Sprintf("%d of %d voters dead, gone or not serving the cluster", gone, voters)
+	}
+	return false, ""
+}
+
+// serves reports whether m's own head says it runs Raft for cluster id.
+func serves(m Member, id string) bool {
+	return m.Status == StatusAlive && m.Head.ClusterID == id && m.Head.Role >= RoleStandby
+}
+
+// leaderAlive reports whether another alive member publishes that it
+// leads cluster id.
+func leaderAlive(members []Member, id, self string) bool {
+	return slices.ContainsFunc(members, func(m Member) bool {
+		return m.Node != self && serves(m, id) && m.Head.Role == RoleLeader
+	})
+}
+
+// servingCluster lists the alive members that run Raft for cluster id by
+// their heads, and self: who may re-bootstrap it.
+func servingCluster(members []Member, id, self string) []Member {
+	var out []Member
+	for _, m := range members {
+		if m.Status == StatusAlive && (m.Node == self || serves(m, id)) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // abandon leaves a Raft group: shuts it down and moves its state aside.

@@ -24,6 +24,7 @@ func testConfig() Config {
 		ConfirmTimeout: 1500 * time.Millisecond, NLMTTL: time.Minute, DeadVoterGrace: 30 * time.Second,
 		QuorumLossTimeout: time.Minute, Settle: 200 * time.Millisecond,
 		InitialPolicy: Policy{LeaderRate: "0", PeerRate: "256kbit", LANRate: "0"},
+		Keyed:         true, // admin commands allowed (the sim has no key: nothing checks it)
 	}
 }
 
@@ -313,12 +314,13 @@ func (n *Node) leading() bool {
 	return n.lead != nil
 }
 
-// seatSeen is the newest seat the node knows (from its state, a notify or
-// a check-in reply).
+// seatSeen is the seat the node acts on (its state's, or its own per a
+// check-in reply its state has not caught up with yet).
 func (n *Node) seatSeen() RedLeader {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.seat
+	v, _ := n.seatViewLocked(time.Now())
+	return v
 }
 
 // lineCounter is a slog handler that counts records by message.
@@ -367,7 +369,7 @@ func setRole(n *Node, held bool, epoch uint64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if held {
-		n.seat, n.lastCheckIn = RedLeader{Node: n.cfg.Node, Epoch: epoch}, time.Now()
+		n.seat, n.lastCheckIn, n.checkedEpoch = RedLeader{Node: n.cfg.Node, Epoch: epoch}, time.Now(), epoch
 	} else {
 		n.seat = RedLeader{Node: "someone-else", Epoch: epoch}
 	}
@@ -466,7 +468,7 @@ func TestRedLeaderLeaseTimer(t *testing.T) {
 	<-ch
 	left := 300 * time.Millisecond
 	n.mu.Lock()
-	n.seat, n.lastCheckIn = RedLeader{Node: n.cfg.Node, Epoch: 1}, time.Now().Add(-cfg.CheckinTimeout+left)
+	n.seat, n.lastCheckIn, n.checkedEpoch = RedLeader{Node: n.cfg.Node, Epoch: 1}, time.Now().Add(-cfg.CheckinTimeout+left), 1
 	n.updateRedLocked(time.Now())
 	n.mu.Unlock()
 	start := time.Now()

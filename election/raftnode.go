@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -36,6 +38,7 @@ type raftNode struct {
 	fsm       *FSM
 	store     *raftboltdb.BoltStore
 	trans     *raft.NetworkTransport
+	layer     *streamLayer
 	notify    chan bool     // Raft's leadership notifications (Config.NotifyCh)
 	stopped   chan struct{} // closed by shutdown
 	stopOnce  sync.Once
@@ -96,7 +99,13 @@ func (n *Node) openRaft(clusterID string, bootstrap bool, carry *State) error {
 		store.Close()
 		return fmt.Errorf("raft log cache: %w", err)
 	}
-	layer := &streamLayer{Listener: n.tr.RaftListener(), addr: n.tr.Advertise(), dial: n.tr.Dial}
+	guard := &raftGuard{Listener: n.tr.RaftListener()}
+	guard.allow = func(ip netip.Addr) bool { return n.raftPeerAllowed(guard.raft.Load(), clusterID, ip) }
+	guard.refused = func(remote net.Addr) {
+		n.rlog.Warn("raft-refused", "raft: connection refused: not a server of the configuration nor the leader",
+			"cluster", clusterID, "remote", remote.String())
+	}
+	layer := &streamLayer{Listener: guard, addr: n.tr.Advertise(), dial: n.tr.Dial}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: layer, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog,
 	})
@@ -117,7 +126,7 @@ func (n *Node) openRaft(clusterID string, bootstrap bool, carry *State) error {
 	notify := make(chan bool, 8)
 	rc.NotifyCh = notify
 	fsm := NewFSM(FSMOptions{Logger: n.log})
-	rn := &raftNode{clusterID: clusterID, dir: dir, fsm: fsm, store: store, trans: trans, notify: notify,
+	rn := &raftNode{clusterID: clusterID, dir: dir, fsm: fsm, store: store, trans: trans, layer: layer, notify: notify,
 		stopped: make(chan struct{})}
 
 	if bootstrap {
@@ -143,6 +152,7 @@ func (n *Node) openRaft(clusterID string, bootstrap bool, carry *State) error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	rn.raft = r
+	guard.raft.Store(r)
 	if err := atomicfile.Write(filepath.Join(n.cfg.DataDir, currentFile), []byte(clusterID+"\n"), 0o600); err != nil {
 		n.log.Warn("cannot record the current cluster", "err", err)
 	}
@@ -190,7 +200,13 @@ func (r *raftNode) apply(b []byte) (Result, uint64, error) {
 }
 
 func (r *raftNode) shutdown() error {
-	err := r.raft.Shutdown().Error()
+	f := r.raft.Shutdown()
+	// Raft waits for its RPCs in flight, which wait for their peer up to
+	// the transport's 10 s timeout: a vote request to a voter that no
+	// longer serves Raft (its peer port queues the connection, nobody
+	// answers) held a re-bootstrap for that long. Cut them.
+	r.layer.closeAll()
+	err := f.Error()
 	r.stopOnce.Do(func() { close(r.stopped) })
 	return errors.Join(err, r.trans.Close(), r.store.Close())
 }
@@ -284,11 +300,16 @@ func (n *Node) restoreMember(st State) {
 }
 
 // streamLayer gives Raft's network transport our peer port: a listener
-// of its own (closed with the Raft instance) and the dialer.
+// of its own (closed with the Raft instance) and the dialer, which keeps
+// the connections it made so that shutdown can cut them (closeAll).
 type streamLayer struct {
 	net.Listener
 	addr net.Addr
 	dial func(ctx context.Context, addr string, rpc bool) (net.Conn, error)
+
+	mu     sync.Mutex
+	conns  map[*layerConn]struct{}
+	closed bool
 }
 
 // Addr is the advertised address (the listener's may be 0.0.0.0).
@@ -298,5 +319,100 @@ func (s *streamLayer) Addr() net.Addr { return s.addr }
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return s.dial(ctx, string(address), false)
+	c, err := s.dial(ctx, string(address), false)
+	if err != nil {
+		return nil, err
+	}
+	lc := &layerConn{Conn: c, layer: s}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	if s.conns == nil {
+		s.conns = map[*layerConn]struct{}{}
+	}
+	s.conns[lc] = struct{}{}
+	return lc, nil
+}
+
+// closeAll closes every connection dialed and refuses new dials.
+func (s *streamLayer) closeAll() {
+	s.mu.Lock()
+	s.closed = true
+	conns := s.conns
+	s.conns = nil
+	s.mu.Unlock()
+	for c := range conns {
+		c.Conn.Close()
+	}
+}
+
+// layerConn is a dialed Raft connection that leaves its layer's set when
+// closed.
+type layerConn struct {
+	net.Conn
+	layer *streamLayer
+}
+
+func (c *layerConn) Close() error {
+	c.layer.mu.Lock()
+	delete(c.layer.conns, c)
+	c.layer.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// raftGuard admits only Raft connections from the servers of the current
+// configuration and the current leader (source address), so that no other
+// host can inflate terms, call elections or feed entries (issue #9). A
+// node with no configuration yet (just prepared, or an empty store) also
+// admits the leader that prepared it and a member whose head says it leads
+// the cluster. Refused connections are closed at once.
+type raftGuard struct {
+	net.Listener
+	raft    atomic.Pointer[raft.Raft] // set once Raft runs
+	allow   func(netip.Addr) bool
+	refused func(net.Addr)
+}
+
+// Accept returns the next admitted connection.
+func (g *raftGuard) Accept() (net.Conn, error) {
+	for {
+		c, err := g.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if g.allow(addrIP(c.RemoteAddr().String())) {
+			return c, nil
+		}
+		c.Close()
+		g.refused(c.RemoteAddr())
+	}
+}
+
+// raftPeerAllowed reports whether a Raft connection from ip is admitted
+// (see raftGuard). r is nil until Raft runs.
+func (n *Node) raftPeerAllowed(r *raft.Raft, clusterID string, ip netip.Addr) bool {
+	if !ip.IsValid() {
+		return false
+	}
+	if r != nil {
+		conf := r.GetConfiguration().Configuration()
+		for _, s := range conf.Servers {
+			if addrIP(string(s.Address)) == ip {
+				return true
+			}
+		}
+		if addr, _ := r.LeaderWithID(); addr != "" && addrIP(string(addr)) == ip {
+			return true
+		}
+		if len(conf.Servers) > 0 {
+			return false
+		}
+	}
+	n.mu.Lock()
+	prepared := n.preparedFor == clusterID && n.preparedBy == ip
+	n.mu.Unlock()
+	return prepared || leadsCluster(n.mem.Members(), ip, clusterID)
 }

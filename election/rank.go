@@ -47,6 +47,7 @@ func ParsePriority(s string) (Priority, error) {
 type Candidate struct {
 	Node              string // node ID; the final tie-break (lowest wins)
 	Alive             bool   // alive in gossip
+	Leaving           bool   // shutting down gracefully (or just retired its seat to do so)
 	NotLeaderMaterial bool   // the member's own config flag
 	Marked            bool   // an active NotLeaderMaterial mark in the FSM
 	Priority          Priority
@@ -60,6 +61,8 @@ func (c Candidate) eligibility() string {
 	switch {
 	case !c.Alive:
 		return "not alive"
+	case c.Leaving:
+		return "shutting down"
 	case c.NotLeaderMaterial:
 		return "not leader material (local config)"
 	case c.Marked:

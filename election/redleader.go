@@ -64,16 +64,109 @@ func (n *Node) WatchRedLeader() (<-chan bool, func()) {
 	}
 }
 
+// The seat as this node sees it. Its committed state is the authority;
+// messages only speed things up, and none outlives the committed state:
+//
+//   - a notify from the Raft leader leaves a hint (hintEpoch), for
+//     ConfirmTimeout + CheckinTimeout: the node checks in for that epoch;
+//   - a check-in reply of the Raft leader that gives this node the seat at
+//     the epoch it checked in for starts the lease (lastCheckIn for
+//     checkedEpoch) and, when the state has not caught up yet, is the
+//     seat (claim) for at most CheckinTimeout, or until the state reaches
+//     its epoch;
+//   - a reply that gives the seat to another node at that epoch or a newer
+//     one ends the lease at once (stopping is always safe).
+
+// seatViewLocked is the seat this node acts on. n.mu must be held.
+func (n *Node) seatViewLocked(now time.Time) (RedLeader, bool) {
+	if n.claimActiveLocked(now) {
+		return n.claim, true
+	}
+	return n.seat, false
+}
+
+func (n *Node) claimActiveLocked(now time.Time) bool {
+	return n.claim.Node != "" && n.claim.Epoch > n.seat.Epoch && now.Sub(n.claimAt) < n.cfg.CheckinTimeout
+}
+
+// syncSeatLocked takes the committed seat from this node's state. n.mu
+// must be held.
+func (n *Node) syncSeatLocked(committed RedLeader, now time.Time) {
+	n.seat = committed
+	if n.claim.Node != "" && !n.claimActiveLocked(now) {
+		n.claim = RedLeader{}
+	}
+	n.updateRedLocked(now)
+}
+
+// checkinEpochLocked is the epoch to check in for now, 0 for none: the
+// seat's while it is this node's, else a fresh notify's.
+func (n *Node) checkinEpochLocked(now time.Time) uint64 {
+	v, _ := n.seatViewLocked(now)
+	switch {
+	case v.Node == n.cfg.Node:
+		return v.Epoch
+	case n.hintEpoch > v.Epoch && now.Sub(n.hintAt) < n.cfg.ConfirmTimeout+n.cfg.CheckinTimeout:
+		return n.hintEpoch
+	}
+	n.hintEpoch = 0
+	return 0
+}
+
+// noteHint records a notify for epoch and checks in at once.
+func (n *Node) noteHint(epoch uint64) {
+	n.mu.Lock()
+	if v, _ := n.seatViewLocked(time.Now()); epoch > v.Epoch {
+		n.hintEpoch, n.hintAt = epoch, time.Now()
+	}
+	n.mu.Unlock()
+	n.kickCheckin()
+}
+
+// applyCheckinLocked applies the reply (seat) to a check-in for epoch sent
+// at sent. n.mu must be held.
+func (n *Node) applyCheckinLocked(epoch uint64, sent time.Time, seat RedLeader, now time.Time) {
+	if n.hintEpoch <= max(epoch, seat.Epoch) {
+		n.hintEpoch = 0
+	}
+	switch {
+	case seat.Node == n.cfg.Node && seat.Epoch == epoch:
+		n.lastCheckIn, n.checkedEpoch = sent, epoch
+		if epoch > n.seat.Epoch && (n.claim.Node != seat.Node || n.claim.Epoch != epoch) {
+			n.claim, n.claimAt = RedLeader{Node: seat.Node, Epoch: epoch, AppointedAt: seat.AppointedAt,
+				ConfirmedAt: seat.ConfirmedAt, Reason: seat.Reason}, now
+		}
+	case seat.Node == n.cfg.Node && seat.Epoch > epoch:
+		// Appointed again at a newer epoch: check in for that one.
+		n.lastCheckIn, n.claim = time.Time{}, RedLeader{}
+		n.hintEpoch, n.hintAt = seat.Epoch, now
+		n.kickCheckin()
+	case seat.Epoch >= epoch:
+		// The seat is not (or no longer) this node's: stop now.
+		n.lastCheckIn, n.claim = time.Time{}, RedLeader{}
+	}
+	n.updateRedLocked(now)
+}
+
 // updateRedLocked applies the fencing rule at now: it starts or stops the
 // role when the rule's answer changed, and keeps the lease timer set to
-// the moment the lease runs out. n.mu must be held.
+// the moment the lease (or the claim it rests on) runs out. n.mu must be
+// held.
 func (n *Node) updateRedLocked(now time.Time) {
 	if n.red.closed {
 		return
 	}
-	holds := n.seat.Holds(n.cfg.Node, n.seat.Epoch, n.lastCheckIn, now, n.cfg.CheckinTimeout)
+	v, claimed := n.seatViewLocked(now)
+	last := n.lastCheckIn
+	if n.checkedEpoch != v.Epoch {
+		last = time.Time{}
+	}
+	holds := v.Holds(n.cfg.Node, v.Epoch, last, now, n.cfg.CheckinTimeout)
 	if holds {
-		left := n.lastCheckIn.Add(n.cfg.CheckinTimeout).Sub(now)
+		left := last.Add(n.cfg.CheckinTimeout).Sub(now)
+		if claimed {
+			left = min(left, n.claimAt.Add(n.cfg.CheckinTimeout).Sub(now))
+		}
 		if n.red.lease == nil {
 			n.red.lease = time.AfterFunc(left, n.leaseTimer)
 		} else {
@@ -84,11 +177,11 @@ func (n *Node) updateRedLocked(now time.Time) {
 	case holds == n.red.held:
 		return
 	case holds:
-		n.red.epoch = n.seat.Epoch
-		n.log.Info("Red Leader role started", "epoch", n.seat.Epoch)
+		n.red.epoch = v.Epoch
+		n.log.Info("Red Leader role started", "epoch", v.Epoch)
 	default:
 		n.red.lease.Stop()
-		why, level := n.redStopReasonLocked()
+		why, level := n.redStopReasonLocked(v)
 		n.log.Log(context.Background(), level, "Red Leader role stopped", "epoch", n.red.epoch, "why", why)
 	}
 	n.red.held = holds
@@ -103,14 +196,18 @@ func (n *Node) leaseTimer() {
 	n.updateRedLocked(time.Now())
 }
 
-// redStopReasonLocked says why the role stops; a lease that ran out is a
-// warning.
-func (n *Node) redStopReasonLocked() (string, slog.Level) {
+// redStopReasonLocked says why the role stops, given the seat view v; a
+// lease that ran out is a warning.
+func (n *Node) redStopReasonLocked(v RedLeader) (string, slog.Level) {
 	switch {
-	case n.seat.Node == "":
+	case v.Node == "":
 		return "the seat was vacated", slog.LevelInfo
-	case n.seat.Node != n.cfg.Node:
-		return "the seat moved to " + n.seat.Node, slog.LevelInfo
+	case v.Node != n.cfg.Node:
+		return "the seat moved to " + v.Node, slog.LevelInfo
+	case v.Epoch != n.red.epoch:
+		return fmt.Sprintf("the seat moved to epoch %d", v.Epoch), slog.LevelInfo
+	case n.lastCheckIn.IsZero():
+		return "the Raft leader's check-in reply gives the seat to another node", slog.LevelInfo
 	default:
 		return fmt.Sprintf("no successful check-in within %v (lease ran out)", n.cfg.CheckinTimeout), slog.LevelWarn
 	}

@@ -8,16 +8,43 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
 )
 
 // Cluster RPC: HTTP/1.1 over the peer port's RPC channel (mutual TLS when a
-// cluster key is set). Requests that need the Raft leader are forwarded one
-// hop by any Raft member; members only send them to Raft members.
+// cluster key is set). The only identity a caller has, key or no key, is its
+// source address, so every request is checked against gossip and the
+// committed state before it is served (issue #9):
+//
+//   - every path answers only alive gossip members, from their advertised
+//     address (the host of Member.RaftAddr);
+//   - /rpc/checkin only for the caller's own node, on the Raft leader
+//     (nothing is forwarded: the Red Leader dials the leader itself);
+//   - /rpc/apply only commands a non-leader may send: admin commands
+//     (policy, admin marks, unmark; the committed admin mode decides) and a
+//     retire of the caller's own seat. The Raft leader commits init,
+//     appointments, confirmations, auto marks and notes itself. Nothing is
+//     forwarded, so the leader sees the original caller;
+//   - /rpc/notify only from the Raft leader as this node knows it, and only
+//     as a hint: it makes the node check in, the reply sets the seat;
+//   - /rpc/prepare only from the Raft leader of the cluster named, and only
+//     for the best cluster in gossip (the one breakaway would pick anyway).
+//
+// Refusals are 403s, logged at most once a minute per path.
 
-const maxRPCBody = 1 << 20
+const (
+	maxRPCBody = 1 << 20
+	// refusalLogEvery rate-limits the lines about refused requests and
+	// Raft connections (they are caused by what other hosts send).
+	refusalLogEvery = time.Minute
+	// codeAdminRefused in an apply reply: the FSM refused an admin command
+	// (ErrAdminRefused), so the caller can tell it from other errors.
+	codeAdminRefused = "admin_refused"
+)
 
 type checkinRequest struct {
 	Node  string `json:"node"`
@@ -38,12 +65,27 @@ type applyReply struct {
 	Duplicate bool   `json:"duplicate"`
 	Skipped   bool   `json:"skipped"`
 	Error     string `json:"error,omitempty"`
+	Code      string `json:"code,omitempty"`  // codeAdminRefused
 	Index     uint64 `json:"index,omitempty"` // Raft log index of the command
 }
 
-// errNotLeaderHere: this node cannot serve a leader-only request and knows
-// no leader to forward it to.
-var errNotLeaderHere = errors.New("not the raft leader")
+var (
+	// errNotLeaderHere: this node cannot serve a leader-only request.
+	errNotLeaderHere = errors.New("not the raft leader")
+	// ErrRefused: the cluster RPC refused the request (the caller or the
+	// command is not allowed); retrying elsewhere does not help.
+	ErrRefused = errors.New("refused by the cluster RPC")
+)
+
+// remoteError is an error reported by another node, still matching the
+// sentinel it wraps.
+type remoteError struct {
+	msg string
+	is  error
+}
+
+func (e remoteError) Error() string { return e.msg }
+func (e remoteError) Unwrap() error { return e.is }
 
 func (n *Node) rpcHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -55,6 +97,69 @@ func (n *Node) rpcHandler() http.Handler {
 	return mux
 }
 
+// callerIP is the source address of req.
+func callerIP(req *http.Request) netip.Addr { return addrIP(req.RemoteAddr) }
+
+// addrIP is the IP of a host:port address (invalid if it is none).
+func addrIP(addr string) netip.Addr {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap().WithZone("")
+}
+
+// membersAt returns the alive members that advertise ip.
+func membersAt(members []Member, ip netip.Addr) []Member {
+	if !ip.IsValid() {
+		return nil
+	}
+	var out []Member
+	for _, m := range members {
+		if m.Status == StatusAlive && addrIP(m.RaftAddr) == ip {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// isNode reports whether node is among ms.
+func isNode(ms []Member, node string) bool {
+	return slices.ContainsFunc(ms, func(m Member) bool { return m.Node == node })
+}
+
+// leadsCluster reports whether a member at ip publishes that it leads
+// cluster id.
+func leadsCluster(members []Member, ip netip.Addr, id string) bool {
+	return id != "" && slices.ContainsFunc(membersAt(members, ip), func(m Member) bool {
+		return m.Head.ClusterID == id && m.Head.Role == RoleLeader
+	})
+}
+
+// fromRaftLeader reports whether ip is the Raft leader as this node knows
+// it: Raft's leader while this node is in Raft and Raft knows one, else
+// the member whose head says it leads this node's cluster (for a member,
+// also the best cluster's, whose state it is about to pull).
+func (n *Node) fromRaftLeader(ip netip.Addr, members []Member) bool {
+	if r := n.raftNode(); r != nil {
+		if addr, _ := r.raft.LeaderWithID(); addr != "" {
+			return addrIP(string(addr)) == ip
+		}
+		return leadsCluster(members, ip, r.clusterID)
+	}
+	if leadsCluster(members, ip, n.member.summary().ClusterID) {
+		return true
+	}
+	cs := clusters(members)
+	return len(cs) > 0 && leadsCluster(members, ip, cs[0].id)
+}
+
+// refuse answers 403 with why, and logs it (rate-limited per path).
+func (n *Node) refuse(w http.ResponseWriter, req *http.Request, why string) {
+	n.rlog.Warn("refused "+req.URL.Path, "cluster rpc: request refused", "path", req.URL.Path, "remote", req.RemoteAddr, "why", why)
+	http.Error(w, "refused: "+why, http.StatusForbidden)
+}
+
 // handleCheckin records a Red Leader's check-in on the Raft leader; the
 // first check-in of an epoch is the appointee's confirmation.
 func (n *Node) handleCheckin(w http.ResponseWriter, req *http.Request) {
@@ -64,9 +169,13 @@ func (n *Node) handleCheckin(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "bad check-in", http.StatusBadRequest)
 		return
 	}
+	if !isNode(membersAt(n.mem.Members(), callerIP(req)), in.Node) {
+		n.refuse(w, req, "a check-in only for the caller's own node (not "+in.Node+"'s advertised address)")
+		return
+	}
 	r := n.raftNode()
 	if r == nil || r.raft.State() != raft.Leader {
-		n.forward(w, req, "/rpc/checkin", body)
+		http.Error(w, errNotLeaderHere.Error(), http.StatusServiceUnavailable)
 		return
 	}
 	// A deposed leader that has not noticed yet must not accept check-ins.
@@ -92,44 +201,48 @@ func (n *Node) handleCheckin(w http.ResponseWriter, req *http.Request) {
 	writeRPC(w, checkinReply{Seat: st.RedLeader, Policy: st.Policy, Index: st.Index})
 }
 
-// handleNotify: the Raft leader just appointed this node. The claim is
-// only a hint: the check-in it triggers returns the real seat, and only a
-// matching reply starts the fencing lease.
+// handleNotify: the Raft leader just appointed this node. It is only a
+// hint: the node checks in for the epoch, and only the reply of the Raft
+// leader (matching the committed seat) sets its seat and starts the lease.
 func (n *Node) handleNotify(w http.ResponseWriter, req *http.Request) {
 	var in checkinRequest
 	if err := json.NewDecoder(io.LimitReader(req.Body, maxRPCBody)).Decode(&in); err != nil || in.Node != n.cfg.Node {
 		http.Error(w, "bad notify", http.StatusBadRequest)
 		return
 	}
-	n.learnSeat(in.Node, in.Epoch)
+	if !n.fromRaftLeader(callerIP(req), n.mem.Members()) {
+		n.refuse(w, req, "a notify only from the Raft leader")
+		return
+	}
+	n.noteHint(in.Epoch)
 	writeRPC(w, struct{}{})
 }
 
-// learnSeat records a newer seat and checks in at once.
-func (n *Node) learnSeat(node string, epoch uint64) {
-	n.mu.Lock()
-	if epoch > n.seat.Epoch {
-		n.seat = RedLeader{Node: node, Epoch: epoch}
-		n.updateRedLocked(time.Now())
-	}
-	n.mu.Unlock()
-	n.kickCheckin()
-}
-
-// handleApply commits a forwarded command.
+// handleApply commits a command sent by a member that is not the Raft
+// leader: only the kinds such a member may send (applyRefusal).
 func (n *Node) handleApply(w http.ResponseWriter, req *http.Request) {
+	at := membersAt(n.mem.Members(), callerIP(req))
+	if len(at) == 0 {
+		n.refuse(w, req, "not a member")
+		return
+	}
 	body, err := io.ReadAll(io.LimitReader(req.Body, MaxEntrySize+1))
 	if err != nil || len(body) > MaxEntrySize {
 		http.Error(w, "bad command", http.StatusBadRequest)
 		return
 	}
-	if _, err := DecodeCommand(body); err != nil {
+	cmd, err := DecodeCommand(body)
+	if err != nil {
 		http.Error(w, "bad command: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if why := applyRefusal(cmd, at); why != "" {
+		n.refuse(w, req, why)
 		return
 	}
 	r := n.raftNode()
 	if r == nil || r.raft.State() != raft.Leader {
-		n.forward(w, req, "/rpc/apply", body)
+		http.Error(w, errNotLeaderHere.Error(), http.StatusServiceUnavailable)
 		return
 	}
 	res, index, err := r.apply(body)
@@ -137,19 +250,52 @@ func (n *Node) handleApply(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
+	if cmd.Type == CmdRetire && res.Err == nil {
+		n.noteRetired(cmd.Node)
+	}
 	out := applyReply{Index: index, Duplicate: res.Duplicate, Skipped: res.Skipped}
 	if res.Err != nil {
 		out.Error = res.Err.Error()
+		if errors.Is(res.Err, ErrAdminRefused) {
+			out.Code = codeAdminRefused
+		}
 	}
 	writeRPC(w, out)
+}
+
+// applyRefusal says why a member (one of at, the members at the caller's
+// address) may not send cmd, or "" if it may.
+func applyRefusal(cmd Command, at []Member) string {
+	switch {
+	case cmd.Admin():
+		return "" // the committed admin mode decides (FSM)
+	case cmd.Type == CmdRetire:
+		if !isNode(at, cmd.Node) {
+			return "a retire only for the caller's own seat"
+		}
+		return ""
+	case cmd.Type == CmdMark:
+		return "auto marks are the Raft leader's"
+	}
+	return fmt.Sprintf("the Raft leader commits %s commands itself", cmd.Type)
 }
 
 // handlePrepare starts Raft for the leader's cluster so that the leader can
 // add this node as a standby.
 func (n *Node) handlePrepare(w http.ResponseWriter, req *http.Request) {
 	var in prepareRequest
-	if err := json.NewDecoder(io.LimitReader(req.Body, maxRPCBody)).Decode(&in); err != nil {
+	if err := json.NewDecoder(io.LimitReader(req.Body, maxRPCBody)).Decode(&in); err != nil || in.ClusterID == "" {
 		http.Error(w, "bad prepare", http.StatusBadRequest)
+		return
+	}
+	members := n.mem.Members()
+	ip := callerIP(req)
+	if !leadsCluster(members, ip, in.ClusterID) {
+		n.refuse(w, req, "a prepare only from the Raft leader of cluster "+in.ClusterID)
+		return
+	}
+	if cs := clusters(members); len(cs) == 0 || cs[0].id != in.ClusterID {
+		n.refuse(w, req, "cluster "+in.ClusterID+" is not the best cluster in gossip")
 		return
 	}
 	if !n.cfg.Voter {
@@ -162,6 +308,9 @@ func (n *Node) handlePrepare(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, ErrStopped.Error(), http.StatusServiceUnavailable)
 		return
 	}
+	n.mu.Lock()
+	n.preparedBy, n.preparedFor = ip, in.ClusterID
+	n.mu.Unlock()
 	r := n.raftNode()
 	if r != nil && r.clusterID == in.ClusterID {
 		writeRPC(w, struct{}{})
@@ -178,7 +327,11 @@ func (n *Node) handlePrepare(w http.ResponseWriter, req *http.Request) {
 }
 
 // handleState serves this node's state for members to pull.
-func (n *Node) handleState(w http.ResponseWriter, _ *http.Request) {
+func (n *Node) handleState(w http.ResponseWriter, req *http.Request) {
+	if len(membersAt(n.mem.Members(), callerIP(req))) == 0 {
+		n.refuse(w, req, "not a member")
+		return
+	}
 	r := n.raftNode()
 	if r == nil {
 		http.Error(w, "not a raft member", http.StatusServiceUnavailable)
@@ -190,36 +343,6 @@ func (n *Node) handleState(w http.ResponseWriter, _ *http.Request) {
 	st.Dedup = nil
 	w.Header().Set("Content-Type", "application/octet-stream")
 	_ = writeSnapshot(w, st)
-}
-
-// forward sends a leader-only request to the Raft leader (one hop).
-func (n *Node) forward(w http.ResponseWriter, req *http.Request, path string, body []byte) {
-	r := n.raftNode()
-	if r == nil || req.Header.Get("X-Redleader-Forwarded") != "" {
-		http.Error(w, errNotLeaderHere.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	addr, _ := r.raft.LeaderWithID()
-	if addr == "" {
-		http.Error(w, ErrNoLeader.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	ctx, cancel := context.WithTimeout(req.Context(), 3*time.Second)
-	defer cancel()
-	out, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+string(addr)+path, bytes.NewReader(body))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	out.Header.Set("X-Redleader-Forwarded", "1")
-	resp, err := n.http.Do(out)
-	if err != nil {
-		http.Error(w, "forward to leader: "+err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	defer resp.Body.Close()
-	w.WriteHeader(resp.StatusCode)
-	_, _ = io.Copy(w, io.LimitReader(resp.Body, maxRPCBody))
 }
 
 func writeRPC(w http.ResponseWriter, v any) {
@@ -260,7 +383,11 @@ func (n *Node) post(ctx context.Context, addr, path string, in, out any) error {
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode != http.StatusOK {
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusForbidden:
+		return fmt.Errorf("%w: %s %s: %s", ErrRefused, addr, path, bytes.TrimSpace(b))
+	default:
 		return fmt.Errorf("%s %s: HTTP %d: %s", addr, path, resp.StatusCode, bytes.TrimSpace(b))
 	}
 	if out != nil {
@@ -284,7 +411,8 @@ func (n *Node) leaderTargets() []string {
 }
 
 // Apply commits cmd through the Raft leader, wherever it is, retrying while
-// there is no leader until ctx ends (the hold timeout).
+// there is no leader until ctx ends (the hold timeout). A refusal by the
+// leader's RPC (ErrRefused) or by the FSM (ErrAdminRefused…) is final.
 func (n *Node) Apply(ctx context.Context, cmd Command) (Result, error) {
 	b, err := EncodeCommand(cmd)
 	if err != nil {
@@ -293,14 +421,24 @@ func (n *Node) Apply(ctx context.Context, cmd Command) (Result, error) {
 	for {
 		if r := n.raftNode(); r != nil && r.raft.State() == raft.Leader {
 			if res, _, err := r.apply(b); err == nil {
+				if cmd.Type == CmdRetire && res.Err == nil {
+					n.noteRetired(cmd.Node)
+				}
 				return res, res.Err
 			}
 		} else {
 			for _, addr := range n.leaderTargets() {
 				var out applyReply
-				if err := n.post(ctx, addr, "/rpc/apply", b, &out); err == nil {
+				err := n.post(ctx, addr, "/rpc/apply", b, &out)
+				if errors.Is(err, ErrRefused) {
+					return Result{Type: cmd.Type}, err
+				}
+				if err == nil {
 					res := Result{Type: cmd.Type, Duplicate: out.Duplicate, Skipped: out.Skipped}
-					if out.Error != "" {
+					switch {
+					case out.Code == codeAdminRefused:
+						res.Err = remoteError{msg: out.Error, is: ErrAdminRefused}
+					case out.Error != "":
 						res.Err = errors.New(out.Error)
 					}
 					n.waitApplied(ctx, out.Index)
@@ -367,15 +505,15 @@ func (n *Node) pull(c clusterView) {
 // kickCheckin makes the check-in loop run now.
 func (n *Node) kickCheckin() {
 	select {
-	case n.hint <- struct{}{}:
+	case n.kick <- struct{}{}:
 	default:
 	}
 }
 
-// checkinLoop: while this node holds (or was just given) the Red Leader
-// seat, it checks in with the Raft leader every CheckinInterval. The reply
-// carries the seat and the policy; the send time of the last successful
-// check-in starts the fencing lease.
+// checkinLoop: while this node holds (or was just told it holds) the Red
+// Leader seat, it checks in with the Raft leader every CheckinInterval. The
+// reply carries the seat and the policy; the send time of the last
+// successful check-in starts the fencing lease.
 func (n *Node) checkinLoop() {
 	t := time.NewTicker(n.cfg.CheckinInterval)
 	defer t.Stop()
@@ -384,24 +522,22 @@ func (n *Node) checkinLoop() {
 		case <-n.ctx.Done():
 			return
 		case <-t.C:
-		case <-n.hint:
+		case <-n.kick:
 		}
 		st := n.summary()
+		now := time.Now()
 		n.mu.Lock()
-		seat := n.seat
-		if st.RedLeader.Epoch > seat.Epoch || (st.RedLeader.Epoch == seat.Epoch && st.Index > 0 && st.RedLeader.Node != seat.Node) {
-			seat = st.RedLeader
-			n.seat = seat
-			n.updateRedLocked(time.Now())
-		}
+		n.syncSeatLocked(st.RedLeader, now)
+		epoch := n.checkinEpochLocked(now)
 		n.mu.Unlock()
-		if seat.Node == n.cfg.Node {
-			n.checkin(seat.Epoch)
+		if epoch > 0 {
+			n.checkin(epoch)
 		}
 	}
 }
 
-// checkin sends one check-in for epoch to the Raft leader.
+// checkin sends one check-in for epoch to the Raft leader and applies the
+// reply (applyCheckinLocked).
 func (n *Node) checkin(epoch uint64) {
 	sent := time.Now()
 	for _, addr := range n.leaderTargets() {
@@ -413,13 +549,7 @@ func (n *Node) checkin(epoch uint64) {
 			continue
 		}
 		n.mu.Lock()
-		if out.Seat.Epoch >= n.seat.Epoch {
-			n.seat = out.Seat
-		}
-		if out.Seat.Node == n.cfg.Node && out.Seat.Epoch == epoch {
-			n.lastCheckIn = sent
-		}
-		n.updateRedLocked(time.Now())
+		n.applyCheckinLocked(epoch, sent, out.Seat, time.Now())
 		n.mu.Unlock()
 		return
 	}

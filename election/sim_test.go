@@ -51,6 +51,7 @@ type simNet struct {
 	hosts map[string]*simHost
 
 	headUpdates atomic.Int64 // heads published (SetHead calls)
+	ports       atomic.Int64 // source ports handed out
 }
 
 func (s *simNet) lookup(addr string) *simHost {
@@ -70,8 +71,8 @@ type simHost struct {
 	id     string
 	ip     net.IP
 	net    *simNet
-	raftLn *sublisten.Listener // Raft instances take it through Sub, as on the peer port
-	rpcLn  *sublisten.Listener
+	raftLn *sublisten.Listener                // Raft instances take it through Sub, as on the peer port
+	rpcLn  atomic.Pointer[sublisten.Listener] // replaced when a test restarts the host's Node
 
 	// cut makes every dial from this host fail, and every write on the
 	// connections it dialed: its check-ins, pulls, forwarded commands and
@@ -90,7 +91,7 @@ func newSimHost(n *simNet, i int) *simHost {
 	ip := net.IPv4(10, 99, byte(i>>8), byte(i))
 	h := &simHost{i: i, id: uuid.NewString(), ip: ip, net: n}
 	h.raftLn = sublisten.New(&net.TCPAddr{IP: ip, Port: simPeerPort}, 64, nil)
-	h.rpcLn = sublisten.New(&net.TCPAddr{IP: ip, Port: simPeerPort}, 64, nil)
+	h.rpcLn.Store(sublisten.New(&net.TCPAddr{IP: ip, Port: simPeerPort}, 64, nil))
 	return h
 }
 
@@ -98,7 +99,7 @@ func newSimHost(n *simNet, i int) *simHost {
 type simPeer struct{ h *simHost }
 
 func (p simPeer) RaftListener() net.Listener { return p.h.raftLn.Sub() }
-func (p simPeer) RPCListener() net.Listener  { return p.h.rpcLn }
+func (p simPeer) RPCListener() net.Listener  { return p.h.rpcLn.Load() }
 func (p simPeer) Advertise() net.Addr        { return p.h.raftLn.Addr() }
 
 func (p simPeer) Dial(ctx context.Context, addr string, rpc bool) (net.Conn, error) {
@@ -110,13 +111,17 @@ func (p simPeer) Dial(ctx context.Context, addr string, rpc bool) (net.Conn, err
 		return nil, fmt.Errorf("%w: %s", errSimUnreachable, addr)
 	}
 	c1, c2 := net.Pipe()
-	client := &countConn{Conn: c1, written: &p.h.raftBytes, cut: &p.h.cut}
-	server := &countConn{Conn: c2, written: &dst.raftBytes}
+	// The server side sees the dialing host's address, as on a real peer
+	// port: the election checks callers by it.
+	from := &net.TCPAddr{IP: p.h.ip, Port: 40000 + int(p.h.net.ports.Add(1)%20000)}
+	to := &net.TCPAddr{IP: dst.ip, Port: simPeerPort}
+	client := &countConn{Conn: c1, written: &p.h.raftBytes, cut: &p.h.cut, remote: to}
+	server := &countConn{Conn: c2, written: &dst.raftBytes, remote: from}
 	ln := dst.raftLn
 	if rpc {
-		client = &countConn{Conn: c1, written: new(atomic.Int64), pulls: &dst.pullsServed, cut: &p.h.cut}
-		server = &countConn{Conn: c2, written: &dst.rpcServed}
-		ln = dst.rpcLn
+		client = &countConn{Conn: c1, written: new(atomic.Int64), pulls: &dst.pullsServed, cut: &p.h.cut, remote: to}
+		server = &countConn{Conn: c2, written: &dst.rpcServed, remote: from}
+		ln = dst.rpcLn.Load()
 	}
 	if err := ln.Deliver(ctx, server); err != nil {
 		c1.Close()
@@ -134,7 +139,10 @@ type countConn struct {
 	written *atomic.Int64
 	pulls   *atomic.Int64
 	cut     *atomic.Bool // the dialing host's cut: its connections fail too
+	remote  net.Addr     // the other end's address
 }
+
+func (c *countConn) RemoteAddr() net.Addr { return c.remote }
 
 var pullRequestLine = []byte("GET /rpc/state ")
 
@@ -369,7 +377,7 @@ func (s *sim) shutdown() {
 	close(s.table.done)
 	for _, h := range s.hosts {
 		h.raftLn.Close()
-		h.rpcLn.Close()
+		h.rpcLn.Load().Close()
 	}
 }
 
@@ -403,6 +411,7 @@ func productConfig() Config {
 		ConfirmTimeout: e.ConfirmTimeout, NLMTTL: e.NLMTTL, DeadVoterGrace: e.DeadVoterGrace,
 		QuorumLossTimeout: e.QuorumLossTimeout, Settle: e.BootstrapSettle, Stabilization: e.VoterStabilization,
 		InitialPolicy: Policy{LeaderRate: "0", PeerRate: "256kbit", LANRate: "0"},
+		Keyed:         true, // the benchmark commits a policy
 	}
 }
 

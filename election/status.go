@@ -33,8 +33,8 @@ func (n *Node) Status() Status {
 	st := n.summary()
 	s := Status{RedLeader: n.IsRedLeader(), Seat: st.RedLeader}
 	n.mu.Lock()
-	if n.seat.Epoch > s.Seat.Epoch {
-		s.Seat = n.seat
+	if n.claimActiveLocked(time.Now()) && n.claim.Epoch > s.Seat.Epoch {
+		s.Seat = n.claim
 	}
 	n.mu.Unlock()
 	r := n.raftNode()
@@ -73,7 +73,7 @@ func (n *Node) Status() Status {
 // and eligibility for every member).
 func (n *Node) Ranking() Decision {
 	st := n.summary()
-	return Rank(st.RedLeader.Node, candidates(n.mem.Members(), st, time.Now()))
+	return Rank(st.RedLeader.Node, candidates(n.mem.Members(), st, time.Now(), nil))
 }
 
 func parseUint(s string) uint64 {
