@@ -1,0 +1,17 @@
+//go:build windows
+
+package fetch
+
+import (
+	"errors"
+	"syscall"
+)
+
+// wsaeConnRefused is WSAECONNREFUSED, the error Winsock reports for a
+// refused connection (syscall.ECONNREFUSED is a made-up value there).
+const wsaeConnRefused = syscall.Errno(10061)
+
+// isRefused reports whether err is a refused TCP connection.
+func isRefused(err error) bool {
+	return errors.Is(err, wsaeConnRefused) || errors.Is(err, syscall.ECONNREFUSED)
+}
