@@ -31,11 +31,13 @@ var errStaleRange = errors.New("range reader used after the next Range or Close"
 //
 // A Reader is used by one goroutine. Close it when done.
 type Reader struct {
-	o   *Origin
-	id  *Identity
-	ctx context.Context
-	cur *stream  // the open answer, nil if none
-	sec *section // the reader the last Range returned
+	o         *Origin
+	id        *Identity
+	ctx       context.Context
+	cur       *stream  // the open answer, nil if none
+	sec       *section // the reader the last Range returned
+	received  int64    // body bytes read from the origin
+	discarded int64    // of which skipped over
 }
 
 // NewReader returns a Reader of id's content; its requests end with ctx.
@@ -67,13 +69,24 @@ func (r *Reader) Range(off, n int64) (io.Reader, error) {
 		r.cur = s
 	}
 	if skip := off - r.cur.pos; skip > 0 {
-		if _, err := io.CopyN(io.Discard, r.cur, skip); err != nil {
+		n, err := io.CopyN(io.Discard, r.cur, skip)
+		r.discarded += n
+		if err != nil {
 			return nil, r.cur.endErr(err, skip)
 		}
 	}
 	r.sec = &section{s: r.cur, left: n}
 	return r.sec, nil
 }
+
+// Received returns the number of content bytes the Reader has read from
+// the origin so far, the bytes it skipped over included: what crossed the
+// WAN in answer bodies.
+func (r *Reader) Received() int64 { return r.received }
+
+// Discarded returns the number of those bytes skipped over because the
+// origin ignores Range: they crossed the WAN and were thrown away.
+func (r *Reader) Discarded() int64 { return r.discarded }
 
 // Close ends the Reader's open request. It is idempotent.
 func (r *Reader) Close() error {
@@ -173,7 +186,7 @@ func (r *Reader) open(off, n int64) (*stream, error) {
 	if !identityCoded(h) {
 		return fail(fmt.Errorf("GET %s: %w: Content-Encoding %.40q", redact(u), ErrBadResponse, h.Get("Content-Encoding")))
 	}
-	s := &stream{op: "GET", u: u, ctx: r.ctx, cancel: cancel}
+	s := &stream{op: "GET", u: u, ctx: r.ctx, cancel: cancel, received: &r.received}
 	if resp.StatusCode == http.StatusPartialContent {
 		if !ranged {
 			return fail(fmt.Errorf("GET %s: %w: 206 to a request without Range", redact(u), ErrBadResponse))
@@ -207,7 +220,11 @@ func (r *Reader) open(off, n int64) (*stream, error) {
 		}
 		s.whole, s.end = true, end
 	}
-	s.body = newStallReader(resp.Body, r.o.stall, cancel)
+	sr := newStallReader(resp.Body, r.o.stall, cancel)
+	s.body, s.closer = sr, sr
+	if r.o.pace != nil {
+		s.body = r.o.pace(ctx, sr)
+	}
 	return s, nil
 }
 
@@ -218,13 +235,16 @@ type stream struct {
 	u      *url.URL
 	ctx    context.Context // the Reader's, for error classification
 	cancel context.CancelCauseFunc
-	body   io.ReadCloser
-	whole  bool // a 200 answer: the whole content
+	body   io.Reader // the paced body
+	closer io.Closer // the answer's body
+	whole  bool      // a 200 answer: the whole content
 	start  int64
 	pos    int64
 	end    int64
 	eof    bool  // the body's EOF was seen exactly at end
 	err    error // sticky
+
+	received *int64 // the Reader's count
 }
 
 // Read reads the answer's next bytes, never past end; an early EOF is
@@ -241,6 +261,7 @@ func (s *stream) Read(p []byte) (int, error) {
 	}
 	n, err := s.body.Read(p)
 	s.pos += int64(n)
+	*s.received += int64(n)
 	switch {
 	case err == nil:
 		return n, nil
@@ -268,6 +289,7 @@ func (s *stream) atEnd() error {
 	var b [1]byte
 	for range 16 {
 		n, err := s.body.Read(b[:])
+		*s.received += int64(n)
 		switch {
 		case n > 0:
 			s.err = fmt.Errorf("%s %s: %w: more than %d bytes", s.op, redact(s.u), ErrTooLong, s.end-s.start)
@@ -293,7 +315,7 @@ func (s *stream) endErr(err error, want int64) error {
 }
 
 func (s *stream) close() {
-	s.body.Close()
+	s.closer.Close()
 	s.cancel(nil)
 }
 

@@ -509,6 +509,23 @@ func TestIdentifyPeerDistModes(t *testing.T) {
 		if id.Info != nil || len(rec.gets()) != 0 {
 			t.Fatalf("info %v, %d GETs; want none", id.Info, len(rec.gets()))
 		}
+		if id, err = o.IdentifyWith(t.Context(), ts.URL+"/f", nil, PeerDistAuto); err != nil || id.Info == nil {
+			t.Fatalf("IdentifyWith auto: info %v, %v", id.Info, err)
+		}
+	})
+	t.Run("off for one call", func(t *testing.T) {
+		ts, rec := startOrigin(t, dir, origin.Options{HashWait: time.Minute}, true)
+		o, _ := newOrigin(t, Options{})
+		id, err := o.IdentifyWith(t.Context(), ts.URL+"/f", nil, PeerDistOff)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id.Info != nil || len(rec.gets()) != 0 || !id.Key.Valid() {
+			t.Fatalf("info %v, %d GETs, key %v; want no content information", id.Info, len(rec.gets()), id.Key)
+		}
+		if reqs := rec.requests(); len(reqs) != 1 || reqs[0].acceptEncoding != "identity" {
+			t.Fatalf("requests %+v, want one plain HEAD", reqs)
+		}
 	})
 	t.Run("always, plain origin", func(t *testing.T) {
 		ts, rec := serve(t, &plainFile{data: data, modified: modTime})
@@ -529,7 +546,11 @@ func TestIdentifyPeerDistModes(t *testing.T) {
 func TestRangesIgnored(t *testing.T) {
 	data := pseudoRandom(300<<10, 6)
 	ts, rec := serve(t, &plainFile{data: data, modified: modTime})
-	o, logs := newOrigin(t, Options{})
+	var paced countingReader
+	o, logs := newOrigin(t, Options{Pace: func(_ context.Context, r io.Reader) io.Reader {
+		paced.r = r
+		return &paced
+	}})
 	id, err := o.Identify(t.Context(), ts.URL+"/f", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -548,6 +569,9 @@ func TestRangesIgnored(t *testing.T) {
 		}
 	}
 	r.Close()
+	if r.Received() != int64(len(data)) || r.Discarded() != 50<<10 || paced.n != r.Received() {
+		t.Fatalf("received %d, discarded %d, paced %d; want %d, %d, all", r.Received(), r.Discarded(), paced.n, len(data), 50<<10)
+	}
 	gets := rec.gets()
 	if len(gets) != 1 || gets[0].rng != "bytes=0-102399" || gets[0].ifUnmodified == "" || gets[0].ifRange == "" {
 		t.Fatalf("GETs %+v, want one, with the first range and Last-Modified checks", gets)
@@ -572,6 +596,18 @@ func TestRangesIgnored(t *testing.T) {
 	if logs.Count("origin ignores Range, reading it as one stream") != 1 {
 		t.Fatal("detection logged again")
 	}
+}
+
+// countingReader counts the bytes read through it (Options.Pace).
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // TestRangesHonoured: one request per range with the validator checks; a
