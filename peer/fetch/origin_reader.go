@@ -69,8 +69,8 @@ func (r *Reader) Range(off, n int64) (io.Reader, error) {
 		r.cur = s
 	}
 	if skip := off - r.cur.pos; skip > 0 {
-		n, err := io.CopyN(io.Discard, r.cur, skip)
-		r.discarded += n
+		skipped, err := io.CopyN(io.Discard, r.cur, skip)
+		r.discarded += skipped
 		if err != nil {
 			return nil, r.cur.endErr(err, skip)
 		}
