@@ -188,6 +188,8 @@ func TestRPCChecks(t *testing.T) {
 			body:   prepareRequest{ClusterID: bogus},
 			before: func() { s.table.setHead(rogue.id, Head{ClusterID: cluster, Role: RoleLeader}) },
 			want:   403, wantInBody: "Raft leader of cluster"},
+		{name: "prepare for this cluster by a member claiming to lead it, Raft knows better", from: rogue, to: follower,
+			method: "POST", path: "/rpc/prepare", body: prepareRequest{ClusterID: cluster}, want: 403, wantInBody: "Raft knows another"},
 		// The real Raft leader may notify, but only as a hint: the seat
 		// does not move (checked below).
 		{name: "notify with a huge epoch from the Raft leader", from: leader, to: other, method: "POST", path: "/rpc/notify",

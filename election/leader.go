@@ -255,15 +255,17 @@ func shownUptime(m Member, now time.Time) time.Duration {
 }
 
 // candidates builds the ranking input from gossip and the committed marks.
-// Uptime is bounded by what can be shown (shownUptime); leaving is a
-// member that says it is shutting down, or one of leaving (it has just
-// retired its seat to stop).
-func candidates(members []Member, st State, now time.Time, leaving func(string) bool) []Candidate {
+// Uptime is bounded by what can be shown (shownUptime). Leaving is a
+// member that says it is shutting down, or one that retired its seat (to
+// stop) at the time retired gives and has not come back since (its alive
+// Since is older).
+func candidates(members []Member, st State, now time.Time, retired map[string]time.Time) []Candidate {
 	out := make([]Candidate, 0, len(members))
 	for _, m := range members {
+		at, ok := retired[m.Node]
 		out = append(out, Candidate{
 			Node: m.Node, Alive: m.Status == StatusAlive, NotLeaderMaterial: m.NotLeaderMaterial,
-			Leaving: m.Leaving || (leaving != nil && leaving(m.Node)),
+			Leaving: m.Leaving || (ok && !m.Since.After(at)),
 			Marked:  st.Marked(m.Node, now), Priority: m.Priority, Version: m.Version,
 			Progress: m.Progress, Uptime: shownUptime(m, now),
 		})
@@ -300,7 +302,7 @@ func (n *Node) appointBest(r *raftNode, members []Member, now time.Time) {
 	}
 	retired := maps.Clone(n.retired)
 	n.mu.Unlock()
-	d := Rank(st.RedLeader.Node, candidates(members, st, now, func(node string) bool { _, ok := retired[node]; return ok }))
+	d := Rank(st.RedLeader.Node, candidates(members, st, now, retired))
 	switch {
 	case d.Changed && d.Leader != "":
 		cmd := NewAppointCommand(uuid.NewString(), now, d.Leader, st.RedLeader.Epoch+1, d.Reason)
@@ -385,10 +387,12 @@ func (n *Node) reconcileVoters(r *raftNode, ls *leaderState, members []Member, n
 			}
 		}
 	}
+	// Caught up by its own head, which nobody checks: a head beyond this
+	// leader's state, or claiming to lead this cluster, is a lie.
 	caughtUp := func(m Member) bool {
 		seen, ok := ls.standbySeen[m.Node]
-		return m.Status == StatusAlive && m.Head.ClusterID == r.clusterID &&
-			m.Head.Index+250 >= applied && ok && now.Sub(seen) >= time.Second
+		return m.Status == StatusAlive && m.Head.ClusterID == r.clusterID && m.Head.Role != RoleLeader &&
+			m.Head.Index+250 >= applied && m.Head.Index <= applied+250 && ok && now.Sub(seen) >= time.Second
 	}
 	ch := PlanVoters(conf, voterCandidates(members, caughtUp, now), VoterParams{
 		Self: n.cfg.Node, Now: now, DeadVoterGrace: n.cfg.DeadVoterGrace, Stabilization: n.cfg.Stabilization,

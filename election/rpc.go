@@ -31,8 +31,10 @@ import (
 //     forwarded, so the leader sees the original caller;
 //   - /rpc/notify only from the Raft leader as this node knows it, and only
 //     as a hint: it makes the node check in, the reply sets the seat;
-//   - /rpc/prepare only from the Raft leader of the cluster named, and only
-//     for the best cluster in gossip (the one breakaway would pick anyway).
+//   - /rpc/prepare only from the Raft leader of the cluster named (by its
+//     head; by Raft when this node is in that cluster and Raft knows its
+//     leader), and only for the best cluster in gossip (the one breakaway
+//     would pick anyway).
 //
 // Refusals are 403s, logged at most once a minute per path.
 
@@ -293,6 +295,12 @@ func (n *Node) handlePrepare(w http.ResponseWriter, req *http.Request) {
 	if !leadsCluster(members, ip, in.ClusterID) {
 		n.refuse(w, req, "a prepare only from the Raft leader of cluster "+in.ClusterID)
 		return
+	}
+	if r := n.raftNode(); r != nil && r.clusterID == in.ClusterID {
+		if addr, _ := r.raft.LeaderWithID(); addr != "" && addrIP(string(addr)) != ip {
+			n.refuse(w, req, "a prepare only from the Raft leader of cluster "+in.ClusterID+" (Raft knows another)")
+			return
+		}
 	}
 	if cs := clusters(members); len(cs) == 0 || cs[0].id != in.ClusterID {
 		n.refuse(w, req, "cluster "+in.ClusterID+" is not the best cluster in gossip")
