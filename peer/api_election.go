@@ -113,7 +113,7 @@ func (a *Agent) putPolicy(ctx context.Context, body []byte) (any, int, error) {
 	}
 	cmd := election.NewSetPolicyCommand(uuid.NewString(), time.Now(), next, cur.Version)
 	if _, err := n.Apply(ctx, cmd); err != nil {
-		return nil, http.StatusServiceUnavailable, fmt.Errorf("policy not committed: %w", err)
+		return nil, applyStatus(err), fmt.Errorf("policy not committed: %w", err)
 	}
 	return policyInfo(n.State().Policy), 0, nil
 }
@@ -140,9 +140,19 @@ func (a *Agent) postNLM(ctx context.Context, body []byte) (any, int, error) {
 		cmd = election.NewUnmarkCommand(uuid.NewString(), time.Now(), node, reason)
 	}
 	if _, err := n.Apply(ctx, cmd); err != nil {
-		return nil, http.StatusServiceUnavailable, fmt.Errorf("mark not committed: %w", err)
+		return nil, applyStatus(err), fmt.Errorf("mark not committed: %w", err)
 	}
 	return api.NLMResponse{Node: node, NotLeaderMaterial: in.On}, 0, nil
+}
+
+// applyStatus is the API status of a command the election did not commit:
+// 403 when the cluster refuses it for good (an admin command in an open
+// cluster, a request its RPC refuses), 503 otherwise (no leader now).
+func applyStatus(err error) int {
+	if errors.Is(err, election.ErrAdminRefused) || errors.Is(err, election.ErrRefused) {
+		return http.StatusForbidden
+	}
+	return http.StatusServiceUnavailable
 }
 
 // resolveNode accepts a node ID, a unique ID prefix or a unique name.

@@ -34,6 +34,8 @@ func (a *Agent) electionConfig() election.Config {
 		Settle:            e.BootstrapSettle * m,
 		Stabilization:     e.VoterStabilization * m,
 		InitialPolicy:     policyFromConfig(a.cfg.Shaping),
+		Keyed:             len(a.keys) > 0,
+		AllowOpenAdmin:    a.cfg.AllowOpenAdmin,
 		Logger:            a.log.With("component", "election"),
 	}
 }
@@ -66,13 +68,22 @@ func (a *Agent) startElection() error {
 }
 
 // stopElection hands over and stops the election (before leaving a pool).
+// It first tells the pool that this agent is leaving: the Raft leader then
+// neither appoints it again (it is still alive in gossip while it retires
+// its seat) nor marks it when it leaves.
 func (a *Agent) stopElection() error {
 	a.mu.Lock()
-	n := a.elect
+	n, p := a.elect, a.pool
 	a.elect = nil
 	a.mu.Unlock()
 	if n == nil {
 		return nil
+	}
+	if p != nil {
+		a.updateMeta(func(m *Meta) { m.Leaving = true })
+		if err := p.UpdateMeta(time.Second); err != nil {
+			a.log.Debug("leaving flag not broadcast before the hand-over", "err", err)
+		}
 	}
 	return n.Close()
 }
@@ -106,6 +117,7 @@ func (v electionView) Members() []election.Member {
 			Status:            st,
 			Since:             m.Since,
 			Head:              election.Head{ClusterID: m.Meta.ClusterID, Index: m.Meta.StateIndex, Role: election.Role(m.Meta.Role)},
+			Leaving:           m.Meta.Leaving,
 			NotLeaderMaterial: m.Meta.NotLeaderMaterial,
 			Priority:          m.Meta.Priority,
 			Version:           int(m.Meta.ProtoVersion),
@@ -146,3 +158,7 @@ func (t electionTransport) Dial(ctx context.Context, addr string, rpc bool) (net
 	}
 	return dialPeer(ctx, addr, kind, t.a.clientTLS)
 }
+
+// EncodeMeta encodes m as agents publish it in gossip, for programs that
+// speak the protocol without running an agent (the lab's hostile tests).
+func EncodeMeta(m Meta) []byte { return m.encode() }

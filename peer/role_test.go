@@ -34,7 +34,7 @@ func roleMetric(t *testing.T, a *peer.Agent) string {
 // election's Red Leader watch: 1 on the Red Leader only, and it moves when
 // an admin marks the Red Leader not-leader-material.
 func TestRoleFollowsTheSeat(t *testing.T) {
-	agents := peertest.Start(t, 2, peertest.Options{})
+	agents := peertest.Start(t, 2, openAdmin) // the nlm below is an admin command
 	leader, _ := waitRedLeader(t, agents, 30*time.Second)
 	var rl, other *peer.Agent
 	for _, a := range agents {
