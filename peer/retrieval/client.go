@@ -229,6 +229,10 @@ type FetchResult struct {
 	Missing []int
 	// BadPeers served a bad block and were not asked again.
 	BadPeers []string
+	// Rejected counts, per peer, the blocks it served that failed
+	// verification (a bad peer's requests already in flight when it was
+	// dropped included); every one was discarded.
+	Rejected map[string]int
 	// FailedPeers were dropped after repeated transport failures.
 	FailedPeers []string
 }
@@ -261,7 +265,7 @@ func (c *Client) FetchSegment(ctx context.Context, seg *content.Segment, blocks 
 		errs:     make([]int, len(peers)),
 		dropped:  make([]bool, len(peers)),
 		perPeer:  c.perPeer,
-		result:   &FetchResult{Blocks: make(map[string]int)},
+		result:   &FetchResult{Blocks: make(map[string]int), Rejected: make(map[string]int)},
 	}
 	st.cond = sync.NewCond(&st.mu)
 	ctx, st.cancel = context.WithCancel(ctx)
@@ -377,6 +381,7 @@ func (st *fetchState) complete(b, p int, err error, c *Client) {
 	case errors.Is(err, ErrNotHeld):
 		st.errs[p] = 0
 	case errors.Is(err, ErrBadBlock):
+		st.result.Rejected[peer]++
 		if !st.dropped[p] {
 			st.dropped[p] = true
 			st.result.BadPeers = append(st.result.BadPeers, peer)

@@ -407,6 +407,9 @@ func TestFetchSegment(t *testing.T) {
 		if !slices.Equal(res.BadPeers, []string{badTS.URL}) {
 			t.Fatalf("bad peers %v", res.BadPeers)
 		}
+		if len(res.Rejected) != 1 || res.Rejected[badTS.URL] != 1 {
+			t.Fatalf("rejected %v, want the bad peer's one block", res.Rejected)
+		}
 		if n := badCount.n.Load(); n != 1 {
 			t.Fatalf("bad peer asked %d times, want 1", n)
 		}
