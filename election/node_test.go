@@ -129,6 +129,13 @@ func TestRedLeaderWatchLeaseExpiry(t *testing.T) {
 	if !red.node.IsRedLeader() {
 		t.Fatal("IsRedLeader is false right after the role started")
 	}
+	// Its own state holds the seat too (not only the check-in reply, a
+	// claim that lasts CheckinTimeout from the first reply at most): the
+	// stop below is then the lease's.
+	wait.For(t, 10*time.Second, "the member's state to hold its seat", func() bool {
+		st := red.node.State().RedLeader
+		return st.Node == red.id && st.Confirmed()
+	})
 	n1 := len(w1.values())
 	red.cut.Store(true)
 	cutAt := time.Now()
