@@ -1,7 +1,15 @@
 // Package fetch is the data path's download side (issue #10).
 //
-// Today it holds origin access, the one place the agent talks to the HTTP(S)
-// server a download comes from:
+// Pipeline is the jobs.Runner of the agent: for each segment of a job's
+// content it takes the blocks from the local segment cache, then from LAN
+// holders (MS-PCCRD probe, MS-PCCRR fetch from several peers at once), then
+// from the origin in large ranges; every block is verified before it is
+// stored or written, and the job's data file is assembled in order and
+// checked against the content's anchors. It consumes small interfaces
+// (Cache, Prober, BlockFetcher, Limiter, Role, Catalog, OriginAccess).
+//
+// Origin access is the one place the agent talks to the HTTP(S) server a
+// download comes from:
 //
 //   - Origin.Identify learns what a URL names without starting a download:
 //     a HEAD gives the length, the strong validator (ETag, else
@@ -27,6 +35,5 @@
 // wrapped in one line a CLI can print; URLs in errors and logs never carry
 // their query or user info.
 //
-// The per-segment pipeline (cache → LAN holders → origin) consumes this API;
-// see DESIGN.md.
+// See DESIGN.md for the pipeline's states and rules.
 package fetch
