@@ -150,6 +150,19 @@ type Config struct {
 
 	// Cache configures the segment cache under the data dir.
 	Cache Cache `mapstructure:"cache" yaml:"cache"`
+
+	// Jobs configures the download jobs (data_dir/jobs).
+	Jobs Jobs `mapstructure:"jobs" yaml:"jobs"`
+}
+
+// Jobs configures the queue of download jobs.
+type Jobs struct {
+	// MaxRunning jobs download at once (1-64); the others wait, highest
+	// priority first.
+	MaxRunning int `mapstructure:"max_running" yaml:"max_running"`
+	// Retention: a finished job (its record, audit and content) is kept
+	// this long for `redleader jobs get` and `jobs show`, then removed.
+	Retention time.Duration `mapstructure:"retention" yaml:"retention"`
 }
 
 // Discovery configures the MS-PCCRD (WS-Discovery) prober and responder,
@@ -399,6 +412,10 @@ func (c *Config) Validate() error {
 	if _, err := ParseSize(c.Cache.MaxSize); err != nil {
 		bad("cache.max_size", strconv.Quote(c.Cache.MaxSize), err.Error())
 	}
+	if c.Jobs.MaxRunning < 1 || c.Jobs.MaxRunning > 64 {
+		bad("jobs.max_running", c.Jobs.MaxRunning, "want 1 to 64")
+	}
+	positive("jobs.retention", c.Jobs.Retention)
 	e := c.Election
 	if e.Voter != "auto" && e.Voter != "never" {
 		bad("election.voter", strconv.Quote(e.Voter), "want auto or never")

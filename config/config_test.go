@@ -43,6 +43,9 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"discovery.reply_probability", func(c *Config) { c.Discovery.ReplyProbability = 1.5 }},
 		{"discovery.reply_threshold", func(c *Config) { c.Discovery.ReplyThreshold = 0 }},
 		{"cache.max_size", func(c *Config) { c.Cache.MaxSize = "lots" }},
+		{"jobs.max_running", func(c *Config) { c.Jobs.MaxRunning = 0 }},
+		{"jobs.max_running", func(c *Config) { c.Jobs.MaxRunning = 65 }},
+		{"jobs.retention", func(c *Config) { c.Jobs.Retention = 0 }},
 		{"api_addr", func(c *Config) { c.APIAddr = "0.0.0.0:7380" }},
 		{"api_token_file", func(c *Config) { c.APITokenFile = "relative/token" }},
 		{"api_metrics_token_file", func(c *Config) { c.APIMetricsTokenFile = "token" }},
@@ -87,7 +90,7 @@ func TestParseSize(t *testing.T) {
 
 func TestKeysCoverEveryField(t *testing.T) {
 	keys := Keys()
-	for _, want := range []string{"data_dir", "lan_discovery.port", "shaping.peer_rate", "election.nlm_ttl", "discovery.max_backoff", "cache.max_size",
+	for _, want := range []string{"data_dir", "lan_discovery.port", "shaping.peer_rate", "election.nlm_ttl", "discovery.max_backoff", "cache.max_size", "jobs.max_running", "jobs.retention",
 		"api_allow_remote", "api_token_file", "api_metrics_token_file", "allow_open_admin"} {
 		found := false
 		for _, k := range keys {

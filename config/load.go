@@ -102,6 +102,7 @@ func Default() Config {
 			ReplyProbability: 0.33,
 		},
 		Cache: Cache{MaxSize: "20GB"},
+		Jobs:  Jobs{MaxRunning: 4, Retention: 24 * time.Hour},
 		Election: Election{
 			Voter:              "auto",
 			MachineClass:       "auto",
