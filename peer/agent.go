@@ -83,6 +83,7 @@ type Agent struct {
 	elect  *election.Node
 
 	content   *content
+	jobs      *agentJobs  // download queue (jobs.go)
 	port      *peerPort   // Raft, cluster RPC and PCCRR
 	serverTLS *tls.Config // nil without a cluster key
 	clientTLS *tls.Config
@@ -198,6 +199,9 @@ func (a *Agent) start(ctx context.Context) (err error) {
 	if err := a.startContent(); err != nil {
 		return err
 	}
+	if err := a.startJobs(); err != nil {
+		return err
+	}
 	// Each step below is one a Close would have to undo: stop early.
 	if a.closing.Load() {
 		return ErrClosed
@@ -289,6 +293,9 @@ func (a *Agent) Close() error {
 		} else if a.apiLn != nil {
 			a.apiLn.Close()
 		}
+		// Jobs stop before the cache they will store into; they resume at
+		// the next start.
+		errs = append(errs, a.stopJobs())
 		// The PCCRR server's goroutine is one of ours: stop it before waiting.
 		errs = append(errs, a.stopContent())
 		a.wg.Wait()

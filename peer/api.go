@@ -27,6 +27,7 @@ func (a *Agent) apiHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	a.addElectionRoutes(mux)
 	a.addContentRoutes(mux)
+	a.addJobRoutes(mux)
 	mux.Handle(api.PathMetrics, promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
 	return a.apiAuth(jsonMuxErrors(mux))
 }

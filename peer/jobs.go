@@ -1,0 +1,120 @@
+package peer
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/redleader-p2p/redleader/election"
+	"github.com/redleader-p2p/redleader/peer/jobs"
+)
+
+// agentJobs is the agent's download queue and the runner it uses.
+//
+// Today the runner is jobs.OriginOnly, the single-machine path: every job
+// downloads from the origin on this machine. The per-segment pipeline
+// (peer/fetch: cache → LAN holders → origin, one WAN copy per subnet)
+// implements jobs.Runner and takes its place here.
+type agentJobs struct {
+	m      *jobs.Manager
+	runner *jobs.OriginOnly
+}
+
+// startJobs opens the queue under data_dir/jobs (jobs that were running
+// when the agent stopped resume) and starts it.
+func (a *Agent) startJobs() error {
+	log := a.log.With("component", "jobs")
+	runner := jobs.NewOriginOnly(jobs.OriginOnlyOptions{Logger: log})
+	m, err := jobs.New(jobs.Config{
+		Dir:        filepath.Join(a.cfg.DataDir, "jobs"),
+		MaxRunning: a.cfg.Jobs.MaxRunning,
+		Retention:  a.cfg.Jobs.Retention,
+		Runner:     runner,
+		Rank:       rankPublisher{a},
+		Logger:     log,
+	})
+	if err != nil {
+		return fmt.Errorf("open jobs: %w", err)
+	}
+	if err := a.reg.Register(newJobsCollector(m)); err != nil {
+		m.Close()
+		return fmt.Errorf("jobs metrics: %w", err)
+	}
+	a.jobs = &agentJobs{m: m, runner: runner}
+	m.Start()
+	return nil
+}
+
+// stopJobs stops the running jobs (they resume at the next start).
+func (a *Agent) stopJobs() error {
+	if a.jobs == nil {
+		return nil
+	}
+	err := a.jobs.m.Close()
+	a.jobs.runner.Close()
+	return err
+}
+
+// Jobs is the agent's download queue (nil before Start).
+func (a *Agent) Jobs() *jobs.Manager {
+	if a.jobs == nil {
+		return nil
+	}
+	return a.jobs.m
+}
+
+// publishRankInputs publishes the ranking inputs the jobs decide: the
+// highest priority of the active jobs and the bytes held of that job's
+// content (meta.go's Priority and Progress).
+func (a *Agent) publishRankInputs(p Priority, progress uint64) {
+	a.updateMeta(func(m *Meta) { m.Priority, m.Progress = p, progress })
+	a.publishMeta()
+}
+
+// rankPublisher hands the jobs' ranking inputs to the agent.
+type rankPublisher struct{ a *Agent }
+
+func (r rankPublisher) PublishRank(p election.Priority, progress uint64) {
+	r.a.publishRankInputs(p, progress)
+}
+
+// jobsCollector exports the jobs' metrics, read at scrape time.
+type jobsCollector struct {
+	m                          *jobs.Manager
+	state, bytes, originReason *prometheus.Desc
+}
+
+func newJobsCollector(m *jobs.Manager) *jobsCollector {
+	return &jobsCollector{m: m,
+		state: prometheus.NewDesc("redleader_jobs", "Download jobs by state.", []string{"state"}, nil),
+		bytes: prometheus.NewDesc("redleader_job_bytes_total",
+			"Bytes received by download jobs since the agent started, by source (cache, peer, origin).", []string{"source"}, nil),
+		originReason: prometheus.NewDesc("redleader_job_origin_bytes_total",
+			"Bytes download jobs received from the origin since the agent started, by why they crossed the WAN.", []string{"reason"}, nil),
+	}
+}
+
+func (c *jobsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.state
+	ch <- c.bytes
+	ch <- c.originReason
+}
+
+func (c *jobsCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := c.m.Counts()
+	for _, s := range jobs.States {
+		ch <- prometheus.MustNewConstMetric(c.state, prometheus.GaugeValue, float64(counts[s]), string(s))
+	}
+	t := c.m.Totals()
+	for src, n := range map[jobs.Source]int64{jobs.SourceCache: t.Cache, jobs.SourcePeer: t.Peers, jobs.SourceOrigin: t.Origin} {
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(n), string(src))
+	}
+	for _, r := range jobs.Reasons {
+		ch <- prometheus.MustNewConstMetric(c.originReason, prometheus.CounterValue, float64(t.OriginByReason[r]), string(r))
+	}
+}
+
+// errNoJobs: the queue is not open (the agent is starting or stopping).
+var errNoJobs = errors.New("jobs not running (agent starting or stopping)")
