@@ -583,6 +583,10 @@ func (r *run) plain(ctx context.Context, i int, a *segAudit) error {
 	if err != nil {
 		return err
 	}
+	// The origin's bytes are all there is to check a plain segment
+	// against (until the content's anchor): they count as held as they
+	// come, not a block at a time.
+	sec = &countReader{r: sec, add: r.addHeld}
 	g := content.NewGenerator(r.secret)
 	for off := int64(0); off < s.n; off += content.BlockSize {
 		data := r.buf[:min(content.BlockSize, s.n-off)]
@@ -593,7 +597,6 @@ func (r *run) plain(ctx context.Context, i int, a *segAudit) error {
 		if err := r.write(data, uint64(s.off+off)); err != nil {
 			return err
 		}
-		r.addHeld(len(data))
 	}
 	if err := r.rangeEnd(ctx, sec); err != nil {
 		return err
@@ -785,6 +788,20 @@ func (r *run) chargeWAN(ctx context.Context) error {
 		return nil
 	}
 	return r.p.cfg.WAN.WaitN(ctx, int(d))
+}
+
+// countReader reports the bytes read through it.
+type countReader struct {
+	r   io.Reader
+	add func(int)
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.add(n)
+	}
+	return n, err
 }
 
 // removeData removes a job's data file after a failure: nothing partial
