@@ -165,6 +165,11 @@ func startAgents(t *testing.T, l *lab.Lab, n int, env ...string) ([]*agent, time
 	return agents, last
 }
 
+// openAdmin lets the open (keyless) lab subnet commit admin commands
+// (policy, marks): the tests below use them. Without it an open cluster
+// refuses them (issue #9; lab/hostile_test.go).
+const openAdmin = "REDLEADER_ALLOW_OPEN_ADMIN=true"
+
 func byNode(agents []*agent, node string) *agent {
 	for _, a := range agents {
 		if a.node == node {
@@ -277,7 +282,7 @@ func TestLabElectionAgreement(t *testing.T) {
 // has settled (3 voters, 2 standbys).
 func formFive(t *testing.T, l *lab.Lab, env ...string) ([]*agent, time.Time) {
 	t.Helper()
-	agents, last := startAgents(t, l, 5, env...)
+	agents, last := startAgents(t, l, 5, append([]string{openAdmin}, env...)...)
 	waitAgree(t, agents, 10*time.Second, "5 agents agree", nil)
 	waitRaft(t, agents, 3, 2, 30*time.Second)
 	t.Logf("5 agents: voter set settled (3 voters, 2 standbys) %v after the last start", time.Since(last).Round(time.Millisecond))
@@ -384,7 +389,7 @@ func TestLabElectionMarkExpires(t *testing.T) {
 	t.Parallel()
 	const ttl = 15 * time.Second
 	l := lab.New(t, lab.Options{Subnets: 1, WANRate: "off"})
-	agents, _ := startAgents(t, l, 3, "REDLEADER_ELECTION_NLM_TTL="+ttl.String())
+	agents, _ := startAgents(t, l, 3, openAdmin, "REDLEADER_ELECTION_NLM_TTL="+ttl.String())
 	sts, _ := waitAgree(t, agents, 10*time.Second, "3 agents agree", nil)
 	waitRaft(t, agents, 3, 0, 30*time.Second)
 	old := byNode(agents, sts[0].RedLeader.Node)
@@ -820,7 +825,7 @@ func TestLabElectionRestart(t *testing.T) {
 func TestLabElectionNLM(t *testing.T) {
 	t.Parallel()
 	l := lab.New(t, lab.Options{Subnets: 1, WANRate: "off"})
-	agents, _ := startAgents(t, l, 4)
+	agents, _ := startAgents(t, l, 4, openAdmin)
 	waitAgree(t, agents, 10*time.Second, "4 agents agree", nil)
 	waitRaft(t, agents, 3, 1, 30*time.Second)
 

@@ -40,22 +40,13 @@ func keygen(t *testing.T, h *lab.Host) string {
 }
 
 // keysEnv is the environment of an agent with the given cluster keys
-// (primary first).
-//
-// election.nlm_ttl is short because of an election behaviour that has
-// nothing to do with keys: a Red Leader stopped by SIGTERM retires its seat
-// but, still alive in gossip and ranked first, is appointed again, then
-// displaced as "left in gossip" with an automatic not-leader-material mark.
-// A rolling restart of all 3 agents thus marks every one of them, and with
-// the default 10m marks the subnet has no Red Leader after the third seat
-// holder's restart (the same with no key change at all). 5s lets each
-// mark lapse long before the next seat holder restarts (a restart here
-// takes over 4 s), so at least two candidates are always unmarked.
+// (primary first). The default nlm_ttl (10m) holds: a Red Leader stopped by
+// SIGTERM retires its seat and is neither appointed again nor marked as it
+// leaves, so a rolling restart never runs out of candidates.
 func keysEnv(keys ...string) []string {
 	return []string{
 		"REDLEADER_CLUSTER_KEYS=" + strings.Join(keys, ","),
 		"REDLEADER_ELECTION_VOTER_STABILIZATION=1s", // 3 voters sooner: restarts keep a Raft quorum
-		"REDLEADER_ELECTION_NLM_TTL=5s",
 	}
 }
 
