@@ -54,11 +54,23 @@ func (a *Agent) startElection() error {
 		return err
 	}
 	// The role follows this node until it closes (re-home or Close), which
-	// closes the channel after a last false.
+	// closes the channel after a last false. The WAN limiter follows the
+	// role and, polled each second, the committed policy's rates.
 	role, _ := n.WatchRedLeader()
 	a.goLoop(func() {
-		for held := range role {
-			a.stats.setRedLeader(held)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case held, ok := <-role:
+				if !ok {
+					return
+				}
+				a.stats.setRedLeader(held)
+				a.followRole(held)
+			case <-tick.C:
+				a.followPolicy(n.State().Policy)
+			}
 		}
 	})
 	a.mu.Lock()

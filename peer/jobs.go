@@ -11,38 +11,40 @@ import (
 	"github.com/redleader-p2p/redleader/peer/jobs"
 )
 
-// agentJobs is the agent's download queue and the runner it uses.
-//
-// Today the runner is jobs.OriginOnly, the single-machine path: every job
-// downloads from the origin on this machine. The per-segment pipeline
-// (peer/fetch: cache → LAN holders → origin, one WAN copy per subnet)
-// implements jobs.Runner and takes its place here.
+// agentJobs is the agent's download queue and the runner it uses: the
+// per-segment pipeline of peer/fetch (cache → LAN holders → origin) on the
+// agent's parts (datapath.go).
 type agentJobs struct {
-	m      *jobs.Manager
-	runner *jobs.OriginOnly
+	m    *jobs.Manager
+	data *dataPath
 }
 
 // startJobs opens the queue under data_dir/jobs (jobs that were running
 // when the agent stopped resume) and starts it.
 func (a *Agent) startJobs() error {
 	log := a.log.With("component", "jobs")
-	runner := jobs.NewOriginOnly(jobs.OriginOnlyOptions{Logger: log})
+	data, err := a.newDataPath(log)
+	if err != nil {
+		return err
+	}
 	m, err := jobs.New(jobs.Config{
 		Dir:        filepath.Join(a.cfg.DataDir, "jobs"),
 		MaxRunning: a.cfg.Jobs.MaxRunning,
 		Retention:  a.cfg.Jobs.Retention,
-		Runner:     runner,
+		Runner:     data.pipe,
 		Rank:       rankPublisher{a},
 		Logger:     log,
 	})
 	if err != nil {
+		data.Close()
 		return fmt.Errorf("open jobs: %w", err)
 	}
 	if err := a.reg.Register(newJobsCollector(m)); err != nil {
 		m.Close()
+		data.Close()
 		return fmt.Errorf("jobs metrics: %w", err)
 	}
-	a.jobs = &agentJobs{m: m, runner: runner}
+	a.jobs = &agentJobs{m: m, data: data}
 	m.Start()
 	return nil
 }
@@ -53,7 +55,7 @@ func (a *Agent) stopJobs() error {
 		return nil
 	}
 	err := a.jobs.m.Close()
-	a.jobs.runner.Close()
+	a.jobs.data.Close()
 	return err
 }
 
