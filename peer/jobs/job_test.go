@@ -24,7 +24,9 @@ func TestNormalize(t *testing.T) {
 		{name: "digest lower-cased", edit: func(r *Request) { r.SHA256 = " " + strings.Repeat("AB", 32) + " " },
 			check: func(r Request) bool { return r.SHA256 == strings.Repeat("ab", 32) }},
 		{name: "headers canonical", edit: func(r *Request) { r.Headers = []string{"authorization:Bearer x", " x-a-b :  v 1 "} },
-			check: func(r Request) bool { return slices.Equal(r.Headers, []string{"Authorization: Bearer x", "X-A-B: v 1"}) }},
+			check: func(r Request) bool {
+				return slices.Equal(r.Headers, []string{"Authorization: Bearer x", "X-A-B: v 1"})
+			}},
 		{name: "ftp", edit: func(r *Request) { r.URL = "ftp://origin.example/f" }, wantErr: "not an absolute http or https URL"},
 		{name: "relative", edit: func(r *Request) { r.URL = "/f" }, wantErr: "not an absolute http or https URL"},
 		{name: "no host", edit: func(r *Request) { r.URL = "http:///f" }, wantErr: "not an absolute"},

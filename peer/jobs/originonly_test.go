@@ -68,17 +68,17 @@ func sha(b []byte) string {
 // cut, if set, is how many body bytes an answer may send before the
 // connection is cut (0: all).
 type origin struct {
-	data     []byte
-	etag     atomic.Value // string
-	cut      atomic.Int64
-	noRange  bool // ignore Range: always 200 with the whole body
+	data    []byte
+	etag    atomic.Value // string
+	cut     atomic.Int64
+	noRange bool // ignore Range: always 200 with the whole body
 	// cutOnce cuts the first answer after that many body bytes; with
 	// changeAfterCut the file has a new ETag from the second answer on.
 	cutOnce        int64
 	changeAfterCut bool
-	requests atomic.Int32
-	ranges   sync.Map // request number -> Range header
-	want     http.Header
+	requests       atomic.Int32
+	ranges         sync.Map // request number -> Range header
+	want           http.Header
 }
 
 func (o *origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
