@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/redleader-p2p/redleader/election"
 	pccrc "github.com/redleader-p2p/redleader/peer/content"
 	"github.com/redleader-p2p/redleader/peer/fetch"
@@ -53,6 +55,22 @@ func (a *Agent) newDataPath(log *slog.Logger) (*dataPath, error) {
 		o.Close()
 		peers.Close()
 		return nil, fmt.Errorf("data path: %w", err)
+	}
+	limit := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "redleader_wan_limit_bits_per_second",
+		Help: "The WAN rate in force for this agent's origin downloads (0: unlimited): the leader or peer rate of the policy, by role."},
+		func() float64 { return float64(wan.Limit()) })
+	badBlocks := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "redleader_bad_blocks_total",
+		Help: "Blocks LAN peers served to this agent's jobs that failed verification (each rejected)."},
+		func() float64 { return float64(p.Stats().BadBlocks) })
+	originRanges := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "redleader_origin_ranges_total",
+		Help: "Ranges this agent's jobs asked of origins (one request each, unless the origin ignores Range)."},
+		func() float64 { return float64(p.Stats().OriginRanges) })
+	for _, c := range []prometheus.Collector{limit, badBlocks, originRanges} {
+		if err := a.reg.Register(c); err != nil {
+			o.Close()
+			peers.Close()
+			return nil, fmt.Errorf("data path metrics: %w", err)
+		}
 	}
 	return &dataPath{pipe: p, origin: o, peers: peers, wan: wan}, nil
 }
