@@ -73,12 +73,15 @@ const (
 	CmdAdminMode CommandType = 0x09 // record whether admin commands are accepted (keyed / open / open-admin)
 	// CmdNote only adds an event to the log; older agents may skip it.
 	CmdNote CommandType = 0x08 | CommandType(FlagIgnorable)
+	// CmdCatalog commits segment descriptions to the subnet catalog
+	// (catalog.go); older agents may skip it.
+	CmdCatalog CommandType = 0x0A | CommandType(FlagIgnorable)
 )
 
 var commandNames = map[CommandType]string{
 	CmdInit: "init", CmdAppoint: "appoint", CmdConfirm: "confirm", CmdRetire: "retire",
 	CmdMark: "mark", CmdUnmark: "unmark", CmdSetPolicy: "set-policy", CmdNote: "note",
-	CmdAdminMode: "admin-mode",
+	CmdAdminMode: "admin-mode", CmdCatalog: "catalog",
 }
 
 // String returns the command type's name.
@@ -201,6 +204,8 @@ type Command struct {
 	Marks     []Mark    // init: admin marks carried over by a re-bootstrap
 	Severity  Severity  // note
 	Mode      AdminMode // init (may be unset: an older agent's), admin-mode
+
+	Catalog *CatalogPart // catalog (Node and Epoch: the committing Red Leader's seat)
 }
 
 // NewInitCommand returns the first command of a new cluster.
@@ -268,20 +273,21 @@ func truncate(s string) string {
 
 // wireCommand is the JSON body of an encoded command.
 type wireCommand struct {
-	ID         string     `json:"id"`
-	T          int64      `json:"t"` // unix nanoseconds
-	Node       string     `json:"node,omitempty"`
-	Epoch      uint64     `json:"epoch,omitempty"`
-	Reason     string     `json:"reason,omitempty"`
-	By         MarkSource `json:"by,omitempty"`
-	TTL        int64      `json:"ttl_ns,omitempty"`
-	Policy     *Policy    `json:"policy,omitempty"`
-	PrevPolicy uint64     `json:"prev_policy,omitempty"`
-	Cluster    string     `json:"cluster,omitempty"`
-	Secret     []byte     `json:"secret,omitempty"`
-	Marks      []wireMark `json:"marks,omitempty"`
-	Severity   Severity   `json:"sev,omitempty"`
-	Mode       AdminMode  `json:"admin,omitempty"`
+	ID         string       `json:"id"`
+	T          int64        `json:"t"` // unix nanoseconds
+	Node       string       `json:"node,omitempty"`
+	Epoch      uint64       `json:"epoch,omitempty"`
+	Reason     string       `json:"reason,omitempty"`
+	By         MarkSource   `json:"by,omitempty"`
+	TTL        int64        `json:"ttl_ns,omitempty"`
+	Policy     *Policy      `json:"policy,omitempty"`
+	PrevPolicy uint64       `json:"prev_policy,omitempty"`
+	Cluster    string       `json:"cluster,omitempty"`
+	Secret     []byte       `json:"secret,omitempty"`
+	Marks      []wireMark   `json:"marks,omitempty"`
+	Severity   Severity     `json:"sev,omitempty"`
+	Mode       AdminMode    `json:"admin,omitempty"`
+	Catalog    *wireCatalog `json:"catalog,omitempty"`
 }
 
 // wireMark is a Mark in commands and snapshots.
@@ -330,6 +336,9 @@ func EncodeCommand(c Command) ([]byte, error) {
 	}
 	for _, m := range c.Marks {
 		w.Marks = append(w.Marks, toWireMark(m))
+	}
+	if p := c.Catalog; p != nil {
+		w.Catalog = &wireCatalog{Key: p.Key, Length: p.Length, SHA256: p.SHA256, First: p.First, Segments: toWireSegments(p.Segments)}
 	}
 	body, err := json.Marshal(w)
 	if err != nil {
@@ -380,6 +389,9 @@ func DecodeCommand(b []byte) (Command, error) {
 	}
 	for _, m := range w.Marks {
 		c.Marks = append(c.Marks, m.mark())
+	}
+	if p := w.Catalog; p != nil {
+		c.Catalog = &CatalogPart{Key: p.Key, Length: p.Length, SHA256: p.SHA256, First: p.First, Segments: fromWireSegments(p.Segments)}
 	}
 	// Normalise empty to nil so that decode(encode(c)) equals c.
 	if len(c.Secret) == 0 {
@@ -466,6 +478,19 @@ func (c Command) Validate() error {
 	case CmdAdminMode:
 		if !c.Mode.valid() {
 			return bad("admin mode %q", c.Mode)
+		}
+	case CmdCatalog:
+		if err := checkID("node", c.Node); err != nil {
+			return bad("%v", err)
+		}
+		if c.Epoch == 0 {
+			return bad("epoch 0")
+		}
+		if c.Catalog == nil {
+			return bad("no catalog part")
+		}
+		if err := c.Catalog.validate(); err != nil {
+			return bad("%v", err)
 		}
 	case CmdNote:
 		if c.Node != "" {

@@ -57,6 +57,15 @@ func sampleCommands() []struct {
 			return c
 		}()},
 		{"admin-mode", NewAdminModeCommand("req-admin-mode", t0.Add(10*time.Second), AdminKeyed, "keyed leader")},
+		{"catalog", func() Command {
+			hashes := make([]byte, 2*BlockHashSize)
+			for i := range hashes {
+				hashes[i] = byte(i)
+			}
+			return Command{Type: CmdCatalog, RequestID: "req-catalog-0", Time: t0.Add(11 * time.Second), Node: "node-a", Epoch: 8,
+				Catalog: &CatalogPart{Key: strings.Repeat("ab", 32), Length: CatalogBlockSize + 1, SHA256: strings.Repeat("0f", 32),
+					Segments: []CatalogSegment{{Offset: 0, Length: CatalogBlockSize + 1, Hashes: hashes}}}}
+		}()},
 	}
 }
 

@@ -153,13 +153,14 @@ type FSM struct {
 	mu    sync.RWMutex
 	st    State               // Marks kept sorted; Dedup in order
 	dedup map[string]struct{} // the set of st.Dedup
+	cat   catalog             // the subnet catalog (catalog.go): not part of st
 }
 
 var _ raft.FSM = (*FSM)(nil)
 
 // NewFSM returns an empty FSM.
 func NewFSM(opts FSMOptions) *FSM {
-	f := &FSM{onChange: opts.OnChange, log: opts.Logger, dedup: make(map[string]struct{})}
+	f := &FSM{onChange: opts.OnChange, log: opts.Logger, dedup: make(map[string]struct{}), cat: newCatalog()}
 	if f.log == nil {
 		f.log = slog.Default()
 	}
@@ -221,8 +222,19 @@ func (f *FSM) apply(index uint64, data []byte) Result {
 		return res
 	case err != nil:
 		// A malformed entry of a known type: deterministic rejection.
-		f.st.Index = index
+		if c.Type != CmdCatalog {
+			f.st.Index = index
+		}
 		res.Err = fmt.Errorf("apply entry %d: %w", index, err)
+		return res
+	}
+	if c.Type == CmdCatalog {
+		// The catalog is no part of the State: its commands leave Index
+		// (the head members compare), the events and the dedup window
+		// alone (catalog.go).
+		if err := f.applyCatalog(index, c); err != nil {
+			res.Err = fmt.Errorf("apply %s entry %d: %w", c.Type, index, err)
+		}
 		return res
 	}
 	f.st.Index = index

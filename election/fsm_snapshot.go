@@ -68,12 +68,15 @@ type snapDedup struct {
 // Snapshot captures a copy of the state; raft persists it later,
 // concurrently with Apply.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	return &fsmSnapshot{st: f.State()}, nil
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return &fsmSnapshot{st: f.st.clone(), cat: f.cat.clone()}, nil
 }
 
 // WriteState writes the current state in the snapshot format, for the
 // state pull served to members and for the local cache of the last
-// committed state. Read it back with Restore.
+// committed state. Read it back with Restore. The catalog is left out:
+// only Raft snapshots carry it.
 func (f *FSM) WriteState(w io.Writer) error {
 	return writeSnapshot(w, f.State())
 }
@@ -82,7 +85,7 @@ func (f *FSM) WriteState(w io.Writer) error {
 // WriteState. On error the state is left unchanged.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	st, err := readSnapshot(rc)
+	st, cat, err := readSnapshotWith(rc)
 	if err != nil {
 		return fmt.Errorf("restore election state: %w", err)
 	}
@@ -91,7 +94,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		dedup[id] = struct{}{}
 	}
 	f.mu.Lock()
-	f.st, f.dedup = st, dedup
+	f.st, f.dedup, f.cat = st, dedup, cat
 	f.mu.Unlock()
 	if f.onChange != nil {
 		f.onChange(Change{Restored: true})
@@ -99,11 +102,14 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-type fsmSnapshot struct{ st State }
+type fsmSnapshot struct {
+	st  State
+	cat catalog // shares the FSM's immutable entries
+}
 
 // Persist writes the snapshot to sink.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if err := writeSnapshot(sink, s.st); err != nil {
+	if err := writeSnapshotWith(sink, s.st, &s.cat); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("persist election snapshot: %w", err)
 	}
@@ -119,23 +125,12 @@ type record struct {
 	v   any
 }
 
-// writeSnapshot encodes st as snapshot records.
-func writeSnapshot(w io.Writer, st State) error {
+// writeSnapshot encodes st as snapshot records, without a catalog.
+func writeSnapshot(w io.Writer, st State) error { return writeSnapshotWith(w, st, nil) }
+
+// writeSnapshotWith encodes st and, if not nil, cat as snapshot records.
+func writeSnapshotWith(w io.Writer, st State, cat *catalog) error {
 	bw := bufio.NewWriter(w)
-	put := func(typ byte, v any) error {
-		body, err := json.Marshal(v)
-		if err != nil {
-			return fmt.Errorf("encode record 0x%02x: %w", typ, err)
-		}
-		hdr := binary.AppendUvarint([]byte{typ, recordVersion}, uint64(len(body)))
-		if _, err := bw.Write(hdr); err != nil {
-			return fmt.Errorf("write record: %w", err)
-		}
-		if _, err := bw.Write(body); err != nil {
-			return fmt.Errorf("write record: %w", err)
-		}
-		return nil
-	}
 	l := st.RedLeader
 	recs := []record{
 		{recHeader, snapHeader{Index: st.Index, Clock: toNanos(st.Clock), EventSeq: st.EventSeq}},
@@ -149,9 +144,13 @@ func writeSnapshot(w io.Writer, st State) error {
 	for _, e := range st.Events {
 		recs = append(recs, record{recEvent, snapEvent{Seq: e.Seq, T: toNanos(e.Time), Kind: e.Kind, Node: e.Node, Epoch: e.Epoch, Severity: e.Severity, Reason: e.Reason}})
 	}
-	recs = append(recs, record{recDedup, snapDedup{IDs: st.Dedup}}, record{recEnd, struct{}{}})
+	recs = append(recs, record{recDedup, snapDedup{IDs: st.Dedup}})
+	if cat != nil {
+		recs = append(recs, catalogRecords(cat)...)
+	}
+	recs = append(recs, record{recEnd, struct{}{}})
 	for _, r := range recs {
-		if err := put(r.typ, r.v); err != nil {
+		if err := encodeRecord(bw, r); err != nil {
 			return err
 		}
 	}
@@ -161,43 +160,86 @@ func writeSnapshot(w io.Writer, st State) error {
 	return nil
 }
 
-// readSnapshot decodes snapshot records into a State. Unknown ignorable
-// records are skipped; anything else unknown or inconsistent is an error.
+// encodeRecord writes one record.
+func encodeRecord(w io.Writer, r record) error {
+	body, err := json.Marshal(r.v)
+	if err != nil {
+		return fmt.Errorf("encode record 0x%02x: %w", r.typ, err)
+	}
+	hdr := binary.AppendUvarint([]byte{r.typ, recordVersion}, uint64(len(body)))
+	if _, err := w.Write(hdr); err != nil {
+		return fmt.Errorf("write record: %w", err)
+	}
+	if _, err := w.Write(body); err != nil {
+		return fmt.Errorf("write record: %w", err)
+	}
+	return nil
+}
+
+// readSnapshot decodes snapshot records into a State, leaving out the
+// catalog.
 func readSnapshot(r io.Reader) (State, error) {
+	st, _, err := readSnapshotWith(r)
+	return st, err
+}
+
+// readSnapshotWith decodes snapshot records into a State and a catalog
+// (empty when the snapshot has none: a state pull, an older agent's).
+// Unknown ignorable records are skipped; anything else unknown or
+// inconsistent is an error.
+func readSnapshotWith(r io.Reader) (State, catalog, error) {
+	st, cat, err := readRecords(r)
+	if err != nil {
+		return State{}, newCatalog(), err
+	}
+	return st, cat, nil
+}
+
+func readRecords(r io.Reader) (State, catalog, error) {
 	br := bufio.NewReader(r)
 	var st State
+	cat := newCatalog()
 	first, ended := true, false
 	for !ended {
 		typ, version, body, err := readRecord(br)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return State{}, fmt.Errorf("%w: no end record", ErrBadSnapshot)
+				return State{}, cat, fmt.Errorf("%w: no end record", ErrBadSnapshot)
 			}
-			return State{}, err
+			return State{}, cat, err
 		}
 		if first && typ != recHeader {
-			return State{}, fmt.Errorf("%w: first record is 0x%02x, not a header", ErrBadSnapshot, typ)
+			return State{}, cat, fmt.Errorf("%w: first record is 0x%02x, not a header", ErrBadSnapshot, typ)
 		}
 		first = false
+		if typ == recCatalogMeta || typ == recCatalogEntry {
+			if version == 0 || version > recordVersion {
+				continue // ignorable: a newer agent's catalog
+			}
+			if err := decodeCatalogRecord(&cat, typ, body); err != nil {
+				return State{}, cat, err
+			}
+			continue
+		}
 		known := typ >= recHeader && typ <= recDedup || typ == recEnd
 		if !known || version == 0 || version > recordVersion {
 			if typ&FlagIgnorable != 0 {
 				continue
 			}
 			if !known {
-				return State{}, fmt.Errorf("%w: snapshot record 0x%02x", ErrUnknownType, typ)
+				return State{}, cat, fmt.Errorf("%w: snapshot record 0x%02x", ErrUnknownType, typ)
 			}
-			return State{}, fmt.Errorf("%w: snapshot record 0x%02x version %d", ErrUnsupportedVersion, typ, version)
+			return State{}, cat, fmt.Errorf("%w: snapshot record 0x%02x version %d", ErrUnsupportedVersion, typ, version)
 		}
 		if err := decodeRecord(&st, typ, body); err != nil {
-			return State{}, err
+			return State{}, cat, err
 		}
 		ended = typ == recEnd
 	}
 	if err := checkState(st); err != nil {
-		return State{}, err
+		return State{}, cat, err
 	}
-	return st, nil
+	return st, cat, nil
 }
 
 // readRecord reads one record's header and body.
@@ -221,6 +263,33 @@ func readRecord(br *bufio.Reader) (typ, version byte, body []byte, err error) {
 		return 0, 0, nil, fmt.Errorf("%w: truncated record body: %w", ErrBadSnapshot, err)
 	}
 	return hdr[0], hdr[1], body, nil
+}
+
+// decodeCatalogRecord applies one catalog record to cat.
+func decodeCatalogRecord(cat *catalog, typ byte, body []byte) error {
+	bad := func(err error) error {
+		return fmt.Errorf("%w: record 0x%02x: %w", ErrBadSnapshot, typ, err)
+	}
+	switch typ {
+	case recCatalogMeta:
+		var m snapCatalogMeta
+		if err := json.Unmarshal(body, &m); err != nil {
+			return bad(err)
+		}
+		if len(cat.entries) > 0 {
+			return bad(errors.New("catalog meta after entries"))
+		}
+		cat.seq, cat.applied = m.Seq, m.Applied
+	case recCatalogEntry:
+		var w wireCatalog
+		if err := json.Unmarshal(body, &w); err != nil {
+			return bad(err)
+		}
+		if err := restoreCatalogRecord(cat, w); err != nil {
+			return bad(err)
+		}
+	}
+	return nil
 }
 
 // decodeRecord applies one known record to st.

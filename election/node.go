@@ -1,6 +1,7 @@
 package election
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -132,6 +133,10 @@ type Config struct {
 	Keyed          bool
 	AllowOpenAdmin bool
 
+	// Demand serves members' demands while this node acts as Red Leader
+	// (POST /rpc/demand, catalog_rpc.go); nil: demands are answered 503.
+	Demand DemandHandler
+
 	Logger *slog.Logger
 }
 
@@ -208,6 +213,7 @@ type Node struct {
 	// leader, when; kept out of the ranking for retiredFor.
 	retired     map[string]time.Time
 	rlog        *ratelog.Logger // lines caused by what other hosts send
+	demands     demandGate      // members' open demands while this node is Red Leader
 	lastPull    time.Time
 	cachedIndex uint64
 	// pendingInit is the state a bootstrapping node carries into its new
@@ -325,7 +331,12 @@ func (n *Node) handOver() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, err := n.Apply(ctx, NewRetireCommand(uuid.NewString(), time.Now(), n.cfg.Node, st.RedLeader.Epoch, "Red Leader shutting down"))
 		cancel()
-		if err != nil {
+		switch {
+		case err == nil:
+		case n.summary().RedLeader.Node != n.cfg.Node:
+			// The Raft leader already vacated it (it saw this node leaving).
+			n.log.Debug("Red Leader seat already vacated", "err", err)
+		default:
 			n.log.Warn("could not retire the Red Leader seat before stopping", "err", err)
 		}
 	}
@@ -421,9 +432,13 @@ func (c clusterView) pullOrder() []string {
 
 // clusters groups the alive members that are in a Raft group by cluster ID,
 // best first: more voters, then higher index, then lower ID (the
-// deterministic breakaway rule).
+// deterministic breakaway rule). A cluster's index is the one a majority of
+// the heads that say voter (or leader) have reached: one head claiming a
+// huge index (a rogue) neither makes every member pull again and again
+// nor wins the breakaway rule. With no voter head, the highest standby's.
 func clusters(members []Member) []clusterView {
 	by := map[string]*clusterView{}
+	voterIdx := map[string][]uint64{}
 	for _, m := range members {
 		if m.Status != StatusAlive || m.Head.ClusterID == "" || m.Head.Role < RoleStandby {
 			continue
@@ -435,8 +450,10 @@ func clusters(members []Member) []clusterView {
 		}
 		if m.Head.Role >= RoleVoter {
 			c.voters++
+			voterIdx[c.id] = append(voterIdx[c.id], m.Head.Index)
+		} else if len(voterIdx[c.id]) == 0 {
+			c.index = max(c.index, m.Head.Index)
 		}
-		c.index = max(c.index, m.Head.Index)
 		if m.Head.Role == RoleLeader {
 			c.addrs = append([]string{m.RaftAddr}, c.addrs...)
 			c.heads = append([]uint64{m.Head.Index}, c.heads...)
@@ -446,7 +463,11 @@ func clusters(members []Member) []clusterView {
 		}
 	}
 	out := make([]clusterView, 0, len(by))
-	for _, c := range by {
+	for id, c := range by {
+		if idx := voterIdx[id]; len(idx) > 0 {
+			slices.SortFunc(idx, func(a, b uint64) int { return cmp.Compare(b, a) })
+			c.index = idx[len(idx)/2] // reached by a majority of the voter heads
+		}
 		out = append(out, *c)
 	}
 	slices.SortFunc(out, func(a, b clusterView) int {

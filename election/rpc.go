@@ -96,6 +96,8 @@ func (n *Node) rpcHandler() http.Handler {
 	mux.HandleFunc("POST /rpc/prepare", n.handlePrepare)
 	mux.HandleFunc("POST /rpc/notify", n.handleNotify)
 	mux.HandleFunc("GET /rpc/state", n.handleState)
+	mux.HandleFunc("GET /rpc/catalog", n.handleCatalog)
+	mux.HandleFunc("POST /rpc/demand", n.handleDemand)
 	return mux
 }
 
@@ -278,6 +280,13 @@ func applyRefusal(cmd Command, at []Member) string {
 		return ""
 	case cmd.Type == CmdMark:
 		return "auto marks are the Raft leader's"
+	case cmd.Type == CmdCatalog:
+		// The Red Leader commits its catalog entries; the FSM checks the
+		// seat (node and epoch).
+		if !isNode(at, cmd.Node) {
+			return "a catalog commit only as the caller's own node"
+		}
+		return ""
 	}
 	return fmt.Sprintf("the Raft leader commits %s commands itself", cmd.Type)
 }
@@ -449,7 +458,9 @@ func (n *Node) Apply(ctx context.Context, cmd Command) (Result, error) {
 					case out.Error != "":
 						res.Err = errors.New(out.Error)
 					}
-					n.waitApplied(ctx, out.Index)
+					if cmd.Type != CmdCatalog { // the catalog is no part of the State members follow
+						n.waitApplied(ctx, out.Index)
+					}
 					return res, res.Err
 				}
 			}
