@@ -70,14 +70,17 @@ type Role interface {
 // descriptions the Red Leader computed with the subnet content secret,
 // keyed by the content Key (the election implements it; nil: no catalog).
 type Catalog interface {
-	// Lookup returns the committed descriptions of key's content (all of
-	// its segments, in order), nil when there is no entry, and an error
-	// wrapping ErrCatalogConflict when the entry is conflicted.
+	// Lookup returns the committed descriptions of key's content, in
+	// order from its first segment: all of them, or the ones committed so
+	// far. It returns nil when there is no entry, and an error wrapping
+	// ErrCatalogConflict when the entry is conflicted.
 	Lookup(ctx context.Context, key Key) ([]content.Segment, error)
-	// Commit proposes the descriptions of key's content, all of its
-	// segments in order. Only the Red Leader of the current epoch calls it
-	// (and only its commit is accepted).
-	Commit(ctx context.Context, key Key, segs []content.Segment) error
+	// Commit proposes the descriptions of segments first, first+1, … of
+	// key's content, computed with the subnet content secret. The Red
+	// Leader calls it as each segment is stored (only the Red Leader of the
+	// current epoch is accepted; a part that does not continue the entry
+	// is refused).
+	Commit(ctx context.Context, key Key, first int, segs []content.Segment) error
 }
 
 // ErrCatalogConflict is what a Catalog's Lookup wraps when two different

@@ -160,7 +160,6 @@ func (r *run) run(ctx context.Context) (jobs.Result, error) {
 	if err := f.Close(); err != nil {
 		return jobs.Result{}, fmt.Errorf("write job data: %w", err)
 	}
-	r.commit(ctx)
 	return jobs.Result{SHA256: hexSum, Size: r.id.Length}, nil
 }
 
@@ -239,20 +238,24 @@ func (r *run) lookup(ctx context.Context) {
 	case segs == nil:
 		return
 	}
-	out, ok := layoutOf(segs, r.id.Length)
-	if ok && len(out) == len(r.segs) {
-		for i := range out {
-			ok = ok && int64(out[i].Offset) == r.segs[i].off && int64(out[i].Length) == r.segs[i].n
-		}
+	// The entry may hold only the first segments (the Red Leader commits
+	// them as it downloads); each must be the plan's segment at its index.
+	ok := len(segs) <= len(r.segs)
+	for i := 0; ok && i < len(segs); i++ {
+		s := &segs[i]
+		ok = int64(s.Offset) == r.segs[i].off && int64(s.Length) == r.segs[i].n && s.BlockSize == content.BlockSize &&
+			s.HashAlgo == content.SHA256 && len(s.BlockHashes) == s.BlockCount()
 	}
-	if !ok || len(out) != len(r.segs) {
+	if !ok {
 		r.log.Warn("catalog entry does not fit the content: ignored", "url", r.id.Redacted())
 		return
 	}
-	for i := range out {
-		r.segs[i].desc, r.segs[i].src = &out[i], srcCatalog
+	for i := range segs {
+		d := segs[i]
+		d.BlockHashes = append([]content.Digest(nil), d.BlockHashes...)
+		r.segs[i].desc, r.segs[i].src = &d, srcCatalog
 	}
-	r.usedCatalog = true
+	r.usedCatalog = len(segs) > 0
 }
 
 // resume takes the segments an earlier run computed, if the content is
@@ -344,6 +347,7 @@ func (r *run) segment(ctx context.Context, i int) error {
 	r.report(i, &a)
 	if s.src == srcComputed {
 		r.saveCheckpoint()
+		r.commit(ctx, i)
 	}
 	return nil
 }
@@ -694,21 +698,16 @@ func (r *run) saveCheckpoint() {
 	}
 }
 
-// commit proposes the computed descriptions to the catalog: the Red
-// Leader's, for content the subnet may learn of.
-func (r *run) commit(ctx context.Context) {
-	if !r.catalogOK() || !r.leader() || r.conflict || len(r.segs) == 0 {
+// commit proposes computed segment i to the catalog as soon as it is
+// stored: the Red Leader's, for content the subnet may learn of, so that
+// the other agents learn its ID and block hashes while later segments
+// download.
+func (r *run) commit(ctx context.Context, i int) {
+	if !r.catalogOK() || !r.leader() || r.conflict {
 		return
 	}
-	segs := make([]content.Segment, len(r.segs))
-	for i, s := range r.segs {
-		if s.src != srcComputed && s.src != srcCheckpoint {
-			return // known from elsewhere: nothing new to commit
-		}
-		segs[i] = *s.desc
-	}
-	if err := r.p.cfg.Catalog.Commit(ctx, r.id.Key, segs); err != nil {
-		r.log.Warn("catalog commit failed", "url", r.id.Redacted(), "err", err)
+	if err := r.p.cfg.Catalog.Commit(ctx, r.id.Key, i, []content.Segment{*r.segs[i].desc}); err != nil {
+		r.log.Warn("catalog commit failed", "url", r.id.Redacted(), "segment", i, "err", err)
 	}
 }
 

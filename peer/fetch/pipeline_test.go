@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
@@ -775,7 +776,7 @@ type fakeCatalog struct {
 	mu       sync.Mutex
 	segs     []content.Segment
 	conflict bool
-	commits  [][]content.Segment
+	commits  []content.Segment // in the order committed
 	keys     []Key
 }
 
@@ -789,10 +790,13 @@ func (f *fakeCatalog) Lookup(_ context.Context, key Key) ([]content.Segment, err
 	return f.segs, nil
 }
 
-func (f *fakeCatalog) Commit(_ context.Context, key Key, segs []content.Segment) error {
+func (f *fakeCatalog) Commit(_ context.Context, key Key, first int, segs []content.Segment) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.commits = append(f.commits, segs)
+	if first != len(f.commits) {
+		return fmt.Errorf("part at %d does not continue the %d segments committed", first, len(f.commits))
+	}
+	f.commits = append(f.commits, segs...)
 	return nil
 }
 
@@ -815,8 +819,8 @@ func TestPipelineCatalog(t *testing.T) {
 	w, prog := work(t, url), newProgress()
 	res, err := p.Run(t.Context(), w, prog)
 	checkDone(t, res, err, w, prog, data)
-	if len(cat.commits) != 1 || !(&content.Info{Version: content.V1, HashAlgo: content.SHA256, Segments: cat.commits[0]}).Equal(want) {
-		t.Fatalf("commits %d, want one with the generated descriptions", len(cat.commits))
+	if !(&content.Info{Version: content.V1, HashAlgo: content.SHA256, Segments: cat.commits}).Equal(want) {
+		t.Fatalf("%d segments committed, want the %d generated descriptions in order", len(cat.commits), len(want.Segments))
 	}
 	if len(cat.keys) != 1 || !cat.keys[0].Valid() {
 		t.Fatalf("lookups %v, want one by the content key", cat.keys)
@@ -828,12 +832,24 @@ func TestPipelineCatalog(t *testing.T) {
 	pr.holdAll(want, addr)
 	prober, peers := lan(t, pr)
 	before := bc.n.Load()
-	p2 := pipe(t, PipelineConfig{Catalog: &fakeCatalog{segs: cat.commits[0]}, Prober: prober, Peers: peers})
+	p2 := pipe(t, PipelineConfig{Catalog: &fakeCatalog{segs: cat.commits}, Prober: prober, Peers: peers})
 	w2, prog2 := work(t, url), newProgress()
 	res, err = p2.Run(t.Context(), w2, prog2)
 	checkDone(t, res, err, w2, prog2, data)
 	if sent := bc.n.Load() - before; sent != 0 || prog2.bySource()[jobs.SourcePeer] != int64(len(data)) {
 		t.Fatalf("origin sent %d bytes, bytes by source %v; want all from the LAN", sent, prog2.bySource())
+	}
+
+	// An entry with the first segment only (the Red Leader is still
+	// downloading): that segment from the LAN, the rest from the origin.
+	before = bc.n.Load()
+	p5 := pipe(t, PipelineConfig{Catalog: &fakeCatalog{segs: cat.commits[:1]}, Prober: prober, Peers: peers})
+	w5, prog5 := work(t, url), newProgress()
+	res, err = p5.Run(t.Context(), w5, prog5)
+	checkDone(t, res, err, w5, prog5, data)
+	if sent, src := bc.n.Load()-before, prog5.bySource(); src[jobs.SourcePeer] != content.SegmentSize ||
+		sent != int64(len(data))-content.SegmentSize {
+		t.Fatalf("origin sent %d bytes, bytes by source %v; want segment 0 from the LAN, the rest from the origin", sent, src)
 	}
 
 	// A conflicted entry: everyone uses the origin.
