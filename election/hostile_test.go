@@ -548,3 +548,34 @@ func TestGracefulStopNoMark(t *testing.T) {
 func without(hosts []*simHost, drop *simHost) []*simHost {
 	return slices.DeleteFunc(slices.Clone(hosts), func(h *simHost) bool { return h == drop })
 }
+
+// TestClustersIndexByMajority: the index members chase and the breakaway
+// rule compares is the one a majority of a cluster's voter heads reached;
+// a head claiming a huge index (or a cluster of its own) does not win.
+func TestClustersIndexByMajority(t *testing.T) {
+	head := func(node, cluster string, index uint64, role Role) Member {
+		return Member{Node: node, RaftAddr: node + ":7381", Status: StatusAlive, Head: Head{ClusterID: cluster, Index: index, Role: role}}
+	}
+	tests := []struct {
+		name      string
+		members   []Member
+		bestID    string
+		bestIndex uint64
+	}{
+		{"one voter", []Member{head("a", "c1", 7, RoleLeader)}, "c1", 7},
+		{"majority of three", []Member{head("a", "c1", 9, RoleLeader), head("b", "c1", 8, RoleVoter), head("c", "c1", 3, RoleVoter)}, "c1", 8},
+		{"a rogue claiming 2^40 among three voters", []Member{head("a", "c1", 9, RoleLeader), head("b", "c1", 9, RoleVoter),
+			head("c", "c1", 9, RoleVoter), head("rogue", "c1", 1<<40, RoleLeader)}, "c1", 9},
+		{"a rogue beside a lone voter", []Member{head("a", "c1", 9, RoleLeader), head("rogue", "c1", 1<<40, RoleLeader)}, "c1", 9},
+		{"standbys only", []Member{head("a", "c1", 4, RoleStandby), head("b", "c1", 6, RoleStandby)}, "c1", 6},
+		{"a standby's index does not count beside voters", []Member{head("a", "c1", 4, RoleLeader), head("b", "c1", 1<<40, RoleStandby)}, "c1", 4},
+		{"a rogue cluster of one voter loses to three", []Member{head("a", "c1", 9, RoleLeader), head("b", "c1", 9, RoleVoter),
+			head("c", "c1", 9, RoleVoter), head("rogue", "c0", 1<<40, RoleLeader)}, "c1", 9},
+	}
+	for _, tt := range tests {
+		cs := clusters(tt.members)
+		if len(cs) == 0 || cs[0].id != tt.bestID || cs[0].index != tt.bestIndex {
+			t.Errorf("%s: best %+v, want %s at index %d", tt.name, cs, tt.bestID, tt.bestIndex)
+		}
+	}
+}
