@@ -278,6 +278,11 @@ type Shaping struct {
 	PeerRate shaping.Rate `mapstructure:"peer_rate" yaml:"peer_rate"`
 	// LANRate caps what this agent serves to LAN peers.
 	LANRate shaping.Rate `mapstructure:"lan_rate" yaml:"lan_rate"`
+	// WANFallbackDelay: a non-leader whose job got nothing of its content
+	// from the Red Leader (no verified block, no progress) for this long
+	// fetches it from the origin itself, at peer_rate. A slow Red Leader
+	// that makes progress is waited for.
+	WANFallbackDelay time.Duration `mapstructure:"wan_fallback_delay" yaml:"wan_fallback_delay"`
 }
 
 // Limits of the string and list keys.
@@ -416,6 +421,7 @@ func (c *Config) Validate() error {
 		bad("jobs.max_running", c.Jobs.MaxRunning, "want 1 to 64")
 	}
 	positive("jobs.retention", c.Jobs.Retention)
+	positive("shaping.wan_fallback_delay", c.Shaping.WANFallbackDelay)
 	e := c.Election
 	if e.Voter != "auto" && e.Voter != "never" {
 		bad("election.voter", strconv.Quote(e.Voter), "want auto or never")

@@ -88,9 +88,10 @@ func Default() Config {
 			Interval: 30 * time.Second,
 		},
 		Shaping: Shaping{
-			LeaderRate: 0,
-			PeerRate:   256e3,
-			LANRate:    0,
+			LeaderRate:       0,
+			PeerRate:         256e3,
+			LANRate:          0,
+			WANFallbackDelay: 30 * time.Second,
 		},
 		Discovery: Discovery{
 			Enabled:          true,

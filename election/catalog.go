@@ -167,12 +167,24 @@ func (p *CatalogPart) validate() error {
 // of them, in order) as node, the Red Leader at epoch. The request IDs are
 // idPrefix-0, idPrefix-1, …
 func NewCatalogCommands(idPrefix string, now time.Time, node string, epoch uint64, e CatalogEntry) []Command {
+	return NewCatalogPartCommands(idPrefix, now, node, epoch,
+		CatalogPart{Key: e.Key, Length: e.Length, SHA256: e.SHA256, Segments: e.Segments})
+}
+
+// NewCatalogPartCommands returns the commands that commit p's segments (p.First
+// on, in order, CatalogSegmentsPerCommand per command) as node, the Red
+// Leader at epoch. The request IDs are idPrefix-0, idPrefix-1, …; p.SHA256
+// goes with the last command only.
+func NewCatalogPartCommands(idPrefix string, now time.Time, node string, epoch uint64, p CatalogPart) []Command {
 	var out []Command
-	for first := 0; first < len(e.Segments); first += CatalogSegmentsPerCommand {
-		end := min(first+CatalogSegmentsPerCommand, len(e.Segments))
-		out = append(out, Command{Type: CmdCatalog, RequestID: fmt.Sprintf("%s-%d", idPrefix, first/CatalogSegmentsPerCommand),
-			Time: now, Node: node, Epoch: epoch, Catalog: &CatalogPart{Key: e.Key, Length: e.Length, SHA256: e.SHA256,
-				First: first, Segments: slices.Clone(e.Segments[first:end])}})
+	for i := 0; i < len(p.Segments); i += CatalogSegmentsPerCommand {
+		end := min(i+CatalogSegmentsPerCommand, len(p.Segments))
+		part := &CatalogPart{Key: p.Key, Length: p.Length, First: p.First + i, Segments: slices.Clone(p.Segments[i:end])}
+		if end == len(p.Segments) {
+			part.SHA256 = p.SHA256
+		}
+		out = append(out, Command{Type: CmdCatalog, RequestID: fmt.Sprintf("%s-%d", idPrefix, i/CatalogSegmentsPerCommand),
+			Time: now, Node: node, Epoch: epoch, Catalog: part})
 	}
 	return out
 }

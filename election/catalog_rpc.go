@@ -389,10 +389,18 @@ func (n *Node) lookupAt(ctx context.Context, addr, key, sha string) (CatalogEntr
 }
 
 // CommitCatalog commits e's segment descriptions (all of them, in order)
-// to the catalog as this node, the Red Leader of the current epoch. It
-// fails with ErrNotRedLeader unless this node acts as Red Leader now; the
-// FSM checks the seat again and the descriptions' shape.
+// to the catalog as this node, the Red Leader of the current epoch (see
+// CommitCatalogPart).
 func (n *Node) CommitCatalog(ctx context.Context, e CatalogEntry) error {
+	return n.CommitCatalogPart(ctx, CatalogPart{Key: e.Key, Length: e.Length, SHA256: e.SHA256, Segments: e.Segments})
+}
+
+// CommitCatalogPart commits segments p.First, p.First+1, … of a content's
+// descriptions as this node, the Red Leader of the current epoch: the
+// Red Leader commits each segment as it is stored. It fails with
+// ErrNotRedLeader unless this node acts as Red Leader now; the FSM checks
+// the seat again, the shape, and that the part continues the entry.
+func (n *Node) CommitCatalogPart(ctx context.Context, p CatalogPart) error {
 	n.mu.Lock()
 	now := time.Now()
 	n.updateRedLocked(now)
@@ -401,8 +409,12 @@ func (n *Node) CommitCatalog(ctx context.Context, e CatalogEntry) error {
 	if !held {
 		return ErrNotRedLeader
 	}
-	for _, c := range NewCatalogCommands(uuid.NewString(), now, n.cfg.Node, epoch, e) {
-		if _, err := n.Apply(ctx, c); err != nil {
+	for _, c := range NewCatalogPartCommands(uuid.NewString(), now, n.cfg.Node, epoch, p) {
+		res, err := n.Apply(ctx, c)
+		if err == nil {
+			err = res.Err
+		}
+		if err != nil {
 			return fmt.Errorf("catalog commit: %w", err)
 		}
 	}
