@@ -6,11 +6,8 @@
 // origin bytes, why.
 //
 // The Manager owns the queue and the job records; a Runner moves the
-// bytes. Today the only Runner is OriginOnly, the single-machine path: it
-// downloads straight from the origin into a job-owned file. The
-// per-segment pipeline (peer/fetch: local cache → LAN holders → origin,
-// one WAN copy per subnet) implements the same Runner interface and
-// replaces it. See DESIGN.md.
+// bytes: the agent's is the per-segment pipeline of peer/fetch (local
+// cache → LAN holders → origin). See DESIGN.md.
 package jobs
 
 import (
@@ -40,6 +37,9 @@ var (
 	ErrTooMany = errors.New("too many jobs")
 	// ErrClosed: the Manager is closed.
 	ErrClosed = errors.New("jobs manager closed")
+	// ErrSHA256Mismatch: the content does not match the request's SHA256
+	// (a Runner's error).
+	ErrSHA256Mismatch = errors.New("content does not match the expected SHA-256")
 )
 
 // State is where a job stands. queued → running → done | failed |
@@ -98,9 +98,9 @@ const (
 	// ReasonPrivate: the job sends credentials and does not --share, so
 	// the subnet is not told about the content.
 	ReasonPrivate Reason = "private_content"
-	// ReasonStandalone: the single-machine path (OriginOnly): the job
-	// downloads from the origin on this machine alone. The per-segment
-	// pipeline replaces it.
+	// ReasonStandalone: a non-leader's job downloads from the origin on
+	// this machine alone (the subnet demand to the Red Leader is not used
+	// for it).
 	ReasonStandalone Reason = "standalone"
 )
 

@@ -13,8 +13,7 @@ import (
 // the job's). Run must return promptly once ctx ends; what it reported
 // through Progress (and its last Checkpoint) stays with the job.
 //
-// Today's Runner is OriginOnly (the single-machine path); the per-segment
-// pipeline of peer/fetch implements the same interface and replaces it.
+// The agent's Runner is the per-segment pipeline of peer/fetch.
 type Runner interface {
 	Run(ctx context.Context, w *Work, p Progress) (Result, error)
 }
@@ -27,13 +26,13 @@ type Work struct {
 	// Resume is set when the job ran before (the agent stopped or crashed
 	// meanwhile): the bytes already held are not to be fetched again. The
 	// pipeline asks the segment cache which blocks of the content it holds
-	// (every one of them verified when stored); OriginOnly reads its
+	// (every one of them verified when stored); a Runner may also read its
 	// Checkpoint.
 	Resume bool
 	// Checkpoint is the Runner's last Progress.Checkpoint, nil if none.
 	Checkpoint []byte
 	// DataPath is a file the job owns (mode 0600, in the agent's data
-	// dir) for the verified content: where OriginOnly writes it and where
+	// dir) for the verified content: where the Runner writes it and where
 	// GET /v1/jobs/{id}/content reads a done job's bytes. It may not exist.
 	DataPath string
 }

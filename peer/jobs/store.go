@@ -19,7 +19,7 @@ import (
 //	job.json  the record (this file), replaced atomically (internal/atomicfile), 0600
 //	headers   the extra request headers, a JSON list of "Name: value", 0600;
 //	          written once, before job.json, and only read to run the job
-//	data      the content (OriginOnly), 0600
+//	data      the content (written by the Runner), 0600
 //
 // job.json is written last at submission: a directory without it is a
 // submission that did not complete and is removed at load.
