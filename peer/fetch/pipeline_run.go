@@ -74,6 +74,7 @@ type run struct {
 	private     bool // credentials without --share: the subnet is not told
 	conflict    bool // the catalog entry is conflicted
 	secret      content.ServerSecret
+	fl          *flightRun // single flight (single_run.go); nil: none
 
 	segs   []segPlan
 	f      *os.File
@@ -131,6 +132,10 @@ func (r *run) run(ctx context.Context) (jobs.Result, error) {
 		}
 	}()
 	r.plan(ctx)
+	if err := r.beginFlight(ctx); err != nil {
+		return jobs.Result{}, err
+	}
+	defer r.endFlight()
 	r.prog.SetHeld(r.held)
 	for i := range r.segs {
 		if err := r.segment(ctx, i); err != nil {
@@ -305,15 +310,18 @@ func (r *run) leader() bool { return r.p.cfg.Role != nil && r.p.cfg.Role.Leader(
 
 func (r *run) lan() bool { return r.p.cfg.Prober != nil && r.p.cfg.Peers != nil }
 
-// reason says why a segment's bytes came from the origin. Until single
-// flight (the Red Leader fetching for the subnet on demand) a non-leader
-// downloads alone: ReasonStandalone.
+// reason says why a segment's bytes came from the origin. A non-leader
+// in single flight uses the origin only for the reason it decided
+// (single_run.go); without single flight it downloads alone:
+// ReasonStandalone.
 func (r *run) reason(bad bool) jobs.Reason {
 	switch {
 	case r.private:
 		return jobs.ReasonPrivate
 	case r.leader():
 		return jobs.ReasonRedLeaderFetch
+	case r.flightReason() != "":
+		return r.flightReason()
 	case r.conflict:
 		return jobs.ReasonCatalogConflict
 	case bad:
@@ -326,6 +334,9 @@ func (r *run) reason(bad bool) jobs.Reason {
 // into the content's sums and records where its bytes came from.
 func (r *run) segment(ctx context.Context, i int) error {
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := r.flightSegment(ctx, i); err != nil {
 		return err
 	}
 	s := &r.segs[i]
@@ -344,6 +355,7 @@ func (r *run) segment(ctx context.Context, i int) error {
 	if err := r.finish(i, put); err != nil {
 		return err
 	}
+	r.flightPublished(i)
 	r.report(i, &a)
 	if s.src == srcComputed {
 		r.saveCheckpoint()
@@ -381,6 +393,9 @@ func (r *run) known(ctx context.Context, i int, a *segAudit) error {
 		}
 	} else {
 		r.lookahead(ctx, i+1)
+	}
+	if need, err = r.flightBlocks(ctx, i, need, a); err != nil {
+		return err
 	}
 	if len(need) > 0 {
 		return r.fromOrigin(ctx, s, need, a)
