@@ -74,6 +74,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	root.AddCommand(agentCmd(g), statusCmd(g), membersCmd(g), configCmd(g), versionCmd(g), eventsCmd(g), nlmCmd(g), policyCmd(g), probeCmd(g), originCmd(g), hashCmd(g), cacheCmd(g))
 	root.AddCommand(keygenCmd(g))
+	root.AddCommand(fetchCmd(g))
+	root.AddCommand(jobsCmd(g))
 	err := root.Execute()
 	if err == nil {
 		return exitOK
