@@ -21,7 +21,7 @@ else
 PRIVATE =
 endif
 
-.PHONY: all build run test lab-test bench fuzz lint cross ci clean help
+.PHONY: all build run test lab-test bench-lab bench fuzz lint cross ci clean help
 
 all: build
 
@@ -31,6 +31,7 @@ help:
 	@echo "test      unit and in-process tests with -race, in a private netns"
 	@echo "lab-test  end-to-end tests in network namespaces (root; binary without -race)"
 	@echo "bench     benchmarks"
+	@echo "bench-lab data-path bench in the lab: redleader vs curl on every machine, one table (root; ~15 min)"
 	@echo "fuzz      run every fuzz target for FUZZTIME (default 30s) each"
 	@echo "lint      gofmt, go vet and staticcheck (fails on any finding)"
 	@echo "cross     build for windows and darwin"
@@ -48,6 +49,10 @@ test:
 
 lab-test: build
 	REDLEADER_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 15m -v ./lab/ 2>&1 | grep -v -e '^=== ' -e '^    --- PASS'; exit $${PIPESTATUS[0]}
+
+# Local directory mode (no package argument): the test's stdout, the table, is shown.
+bench-lab: build
+	cd lab && REDLEADER_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 45m -run '^TestDataPathBench$$' -args -bench-lab
 
 bench:
 	$(PRIVATE) $(GO) test -run '^$$' -bench . -benchmem -timeout 20m $(PKGS)
