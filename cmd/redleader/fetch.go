@@ -280,7 +280,7 @@ func (d *dest) write(r io.Reader, size int64, sum string) (int64, error) {
 	var we *destWriteError
 	switch {
 	case errors.As(err, &we):
-		return n, fmt.Errorf("write %s: %w (nothing was written to %s)", d.f.Name(), we.err, d.path)
+		return n, fmt.Errorf("cannot write %s: %w (nothing was written to it)", d.path, pathless(we.err))
 	case err != nil:
 		return n, fmt.Errorf("read the content: %w (nothing was written to %s)", err, d.path)
 	case size >= 0 && n != size:
@@ -290,6 +290,16 @@ func (d *dest) write(r io.Reader, size int64, sum string) (int64, error) {
 		return n, fmt.Errorf("the agent sent content with SHA-256 %s, the job says %s (nothing was written to %s)", got, sum, d.path)
 	}
 	return n, nil
+}
+
+// pathless drops the temporary file's name from a file error: the
+// message names the destination instead.
+func pathless(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // destWriter tells write errors (the destination) from read errors (the
@@ -324,7 +334,7 @@ func (d *dest) commit() error {
 	}
 	if err != nil {
 		os.Remove(name)
-		return fmt.Errorf("write %s: %w (nothing was written to %s)", name, err, d.path)
+		return fmt.Errorf("cannot write %s: %w (nothing was written to it)", d.path, pathless(err))
 	}
 	d.done = true
 	return nil

@@ -306,7 +306,7 @@ func TestDestDiskFull(t *testing.T) {
 		want   string
 		wantIs error
 	}{
-		{"disk full", 100_000, bytes.NewReader(data), int64(len(data)), sha256Hex(data), "no space left on device (nothing was written to", syscall.ENOSPC},
+		{"disk full", 100_000, bytes.NewReader(data), int64(len(data)), sha256Hex(data), "image.iso: no space left on device (nothing was written to it)", syscall.ENOSPC},
 		{"cut short", len(data), bytes.NewReader(data[:1000]), int64(len(data)), "", "the agent sent 1000 bytes of 1048576", nil},
 		{"other digest", len(data), bytes.NewReader(data), int64(len(data)), strings.Repeat("0", 64), "the job says 000", nil},
 		{"broken stream", len(data), io.MultiReader(bytes.NewReader(data[:10]), iotestErr{}), -1, "", "read the content: agent gone", nil},

@@ -148,7 +148,7 @@ func reasonText(r string) string {
 	case "private_content":
 		return r + ": fetched with credentials and not --share"
 	case "standalone":
-		return r + ": downloaded on this machine alone (no LAN pipeline yet)"
+		return r + ": fetched on this machine alone (no single flight for this content)"
 	}
 	return r
 }
