@@ -18,6 +18,11 @@
 //	NLM(ctx, NLMRequest) (NLMResponse, error)           POST /v1/nlm (token)
 //	Probe(ctx, segment, blocks) (ProbeResponse, error)  GET  /v1/probe?segment=HEX&blocks=N
 //	Metrics(ctx) ([]byte, error)                        GET  /metrics (Prometheus text)
+//	SubmitJob(ctx, JobRequest) (JobInfo, error)         POST /v1/jobs (token)
+//	Jobs(ctx) ([]JobInfo, error)                        GET  /v1/jobs
+//	Job(ctx, id, brief) (JobDetail, error)              GET  /v1/jobs/{id}[?brief]
+//	DeleteJob(ctx, id) (JobDeleteResponse, error)       DELETE /v1/jobs/{id} (token)
+//	JobContent(ctx, id) (io.ReadCloser, int64, error)   GET  /v1/jobs/{id}/content (token, streamed)
 //
 // and Do(ctx, method, path, in, out) for any other endpoint: in is nil (no
 // body), an io.Reader (sent as is) or a value sent as JSON; out is nil
