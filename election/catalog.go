@@ -212,7 +212,7 @@ type wireSegment struct {
 func toWireSegments(segs []CatalogSegment) []wireSegment {
 	out := make([]wireSegment, len(segs))
 	for i, s := range segs {
-		out[i] = wireSegment{Offset: s.Offset, Length: s.Length, Hashes: s.Hashes}
+		out[i] = wireSegment(s)
 	}
 	return out
 }
@@ -223,7 +223,7 @@ func fromWireSegments(ws []wireSegment) []CatalogSegment {
 	}
 	out := make([]CatalogSegment, len(ws))
 	for i, w := range ws {
-		out[i] = CatalogSegment{Offset: w.Offset, Length: w.Length, Hashes: w.Hashes}
+		out[i] = CatalogSegment(w)
 	}
 	return out
 }
