@@ -5,6 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -24,6 +29,17 @@ type dataPath struct {
 	origin *fetch.Origin
 	peers  *retrieval.Client
 	wan    *shaping.WAN
+	// single is the subnet's single flight: the pipelines' catalog and,
+	// on the Red Leader, the server of members' demands. Demanded URLs
+	// are fetched through demandOrigin, which refuses the agent's own,
+	// loopback and link-local addresses at connect time.
+	single       *fetch.SingleFlight
+	demandOrigin *fetch.Origin
+
+	rankMu       sync.Mutex
+	jobsPriority election.Priority // highest of the active jobs
+	jobsProgress uint64
+	served       election.Priority // highest of the demands served (Red Leader)
 }
 
 // newDataPath builds the pipeline on the agent's cache (startContent runs
@@ -40,22 +56,52 @@ func (a *Agent) newDataPath(log *slog.Logger) (*dataPath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data path: %w", err)
 	}
-	peers := retrieval.NewClient(retrieval.ClientConfig{Logger: log})
-	p, err := fetch.NewPipeline(fetch.PipelineConfig{
-		Origin: fetch.OriginOf(o),
-		Cache:  a.content.cache,
-		Prober: agentProber{a},
-		Peers:  peers,
-		WAN:    wan.Limiter(),
-		Role:   wan,
-		Secret: a.contentSecret,
-		Logger: log,
-	})
+	demandOrigin, err := fetch.NewOrigin(fetch.Options{Logger: log,
+		CheckAddr: func(ip netip.Addr) error { return fetch.CheckDemandAddr(ip, a.selfAddrs()) }})
 	if err != nil {
 		o.Close()
-		peers.Close()
 		return nil, fmt.Errorf("data path: %w", err)
 	}
+	d := &dataPath{origin: o, demandOrigin: demandOrigin, wan: wan,
+		peers: retrieval.NewClient(retrieval.ClientConfig{Logger: log})}
+	e := a.cfg.Election
+	m := time.Duration(e.RaftMultiplier)
+	d.single = fetch.NewSingleFlight(fetch.SingleFlightConfig{
+		Subnet:        a.subnetNode,
+		Secret:        a.contentSecret,
+		Role:          wan,
+		Self:          a.selfAddrs,
+		PeerAddr:      a.peerAddr,
+		FallbackDelay: a.cfg.Shaping.WANFallbackDelay,
+		AppointWait:   (e.ConfirmTimeout + e.CheckinTimeout) * m,
+		DemandDir:     filepath.Join(a.cfg.DataDir, "demand"),
+		PublishServed: func(p election.Priority) { a.publishServed(d, p) },
+		Logger:        log,
+	})
+	pipeline := func(origin *fetch.Origin) (*fetch.Pipeline, error) {
+		return fetch.NewPipeline(fetch.PipelineConfig{
+			Origin:  fetch.OriginOf(origin),
+			Cache:   a.content.cache,
+			Prober:  agentProber{a},
+			Peers:   d.peers,
+			WAN:     wan.Limiter(),
+			Role:    wan,
+			Secret:  a.contentSecret,
+			Catalog: d.single,
+			Logger:  log,
+		})
+	}
+	p, err := pipeline(o)
+	var dp *fetch.Pipeline
+	if err == nil {
+		dp, err = pipeline(demandOrigin)
+	}
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("data path: %w", err)
+	}
+	d.pipe = p
+	d.single.Attach(dp)
 	limit := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "redleader_wan_limit_bits_per_second",
 		Help: "The WAN rate in force for this agent's origin downloads (0: unlimited): the leader or peer rate of the policy, by role."},
 		func() float64 { return float64(wan.Limit()) })
@@ -67,18 +113,80 @@ func (a *Agent) newDataPath(log *slog.Logger) (*dataPath, error) {
 		func() float64 { return float64(p.Stats().OriginRanges) })
 	for _, c := range []prometheus.Collector{limit, badBlocks, originRanges} {
 		if err := a.reg.Register(c); err != nil {
-			o.Close()
-			peers.Close()
+			d.Close()
 			return nil, fmt.Errorf("data path metrics: %w", err)
 		}
 	}
-	return &dataPath{pipe: p, origin: o, peers: peers, wan: wan}, nil
+	return d, nil
 }
 
-// Close closes the idle connections to origins and peers.
+// Close stops the single flight's downloads, then closes the idle
+// connections to origins and peers.
 func (d *dataPath) Close() {
+	d.single.Close()
 	d.origin.Close()
+	d.demandOrigin.Close()
 	d.peers.Close()
+}
+
+// subnetNode is the single flight's view of the election: the running
+// node, or a nil interface while there is none (re-homing).
+func (a *Agent) subnetNode() fetch.Subnet {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.elect == nil {
+		return nil
+	}
+	return a.elect
+}
+
+// selfAddrs are the agent's own addresses: a demand never makes the Red
+// Leader fetch from itself.
+func (a *Agent) selfAddrs() []netip.Addr {
+	var out []netip.Addr
+	a.mu.Lock()
+	if a.home.Addr.IsValid() {
+		out = append(out, a.home.Addr)
+	}
+	a.mu.Unlock()
+	addrs, _ := net.InterfaceAddrs()
+	for _, ad := range addrs {
+		if ipn, ok := ad.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(ipn.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out
+}
+
+// peerAddr is this agent's MS-PCCRR address as LAN peers dial it.
+func (a *Agent) peerAddr() string {
+	a.mu.Lock()
+	ip := a.home.Addr
+	a.mu.Unlock()
+	return netip.AddrPortFrom(ip, uint16(a.port.Port())).String()
+}
+
+// publishServed records the highest priority the Red Leader serves for
+// demands and republishes the ranking inputs.
+func (a *Agent) publishServed(d *dataPath, p election.Priority) {
+	d.rankMu.Lock()
+	d.served = p
+	prio, progress := max(d.jobsPriority, d.served), d.jobsProgress
+	d.rankMu.Unlock()
+	a.updateMeta(func(m *Meta) { m.Priority, m.Progress = prio, progress })
+	a.publishMeta()
+}
+
+// demandHandler hands the election's demand RPC to the single flight.
+type demandHandler struct{ a *Agent }
+
+func (h demandHandler) Demand(ctx context.Context, dm election.Demand) (election.DemandReply, error) {
+	if h.a.jobs == nil || h.a.jobs.data == nil {
+		return election.DemandReply{}, election.ErrNotRedLeader
+	}
+	return h.a.jobs.data.single.Demand(ctx, dm)
 }
 
 // agentProber is the pipeline's Prober: the agent's MS-PCCRD Probe, which

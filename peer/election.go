@@ -34,6 +34,7 @@ func (a *Agent) electionConfig() election.Config {
 		Settle:            e.BootstrapSettle * m,
 		Stabilization:     e.VoterStabilization * m,
 		InitialPolicy:     policyFromConfig(a.cfg.Shaping),
+		Demand:            demandHandler{a},
 		Keyed:             len(a.keys) > 0,
 		AllowOpenAdmin:    a.cfg.AllowOpenAdmin,
 		Logger:            a.log.With("component", "election"),

@@ -71,6 +71,14 @@ func (a *Agent) Jobs() *jobs.Manager {
 // highest priority of the active jobs and the bytes held of that job's
 // content (meta.go's Priority and Progress).
 func (a *Agent) publishRankInputs(p Priority, progress uint64) {
+	if a.jobs != nil && a.jobs.data != nil {
+		d := a.jobs.data
+		d.rankMu.Lock()
+		d.jobsPriority, d.jobsProgress = p, progress
+		// The Red Leader also counts the demands it serves.
+		p = max(p, d.served)
+		d.rankMu.Unlock()
+	}
 	a.updateMeta(func(m *Meta) { m.Priority, m.Progress = p, progress })
 	a.publishMeta()
 }
