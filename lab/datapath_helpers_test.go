@@ -459,17 +459,6 @@ func peakRSS(a *agent) int64 {
 	return 0
 }
 
-// redLeader returns the Red Leader among agents (they agree on it).
-func redLeader(t *testing.T, agents []*agent) *agent {
-	t.Helper()
-	sts, _ := waitAgree(t, agents, 30*time.Second, "one Red Leader", nil)
-	l := byNode(agents, sts[0].RedLeader.Node)
-	if l == nil {
-		t.Fatalf("Red Leader %s is none of the agents", sts[0].RedLeader.Name)
-	}
-	return l
-}
-
 // removeJobs deletes every job of the agents for url, with its content,
 // so that the next case's disk use starts over (their caches keep the
 // blocks: each case uses a file of its own).
