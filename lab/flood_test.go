@@ -44,10 +44,12 @@ const (
 	floodBlocks     = 8 // blocks of the content the victim serves
 )
 
-// floodPayload starts a Raft connection (plain: the subnet has no key) and
-// stops inside an AppendEntries request, so that a connection the victim
-// admits stays open until the flooder closes it or the idle bound hits.
-var floodPayload = []byte{0x01, 0x00, 0x85, 0xa4, 'T', 'e'}
+// floodPayload starts an MS-PCCRR request (plain HTTP, served to anyone)
+// and stops inside its headers, so that a connection the victim admits
+// stays open until the flooder closes it or the server's header timeout
+// hits. (A Raft or cluster-RPC start would not hold: those channels cut a
+// caller that is not a Raft server or member at once.)
+var floodPayload = []byte("POST /msrdc/v1.0/pccrr HTTP/1.1\r\nHost: victim\r\nContent-Le")
 
 // TestFlood: an agent with 1024 file descriptors, on a subnet of 3 agents,
 // has its peer port held by 5,000 connection attempts from one host, then
