@@ -2,7 +2,6 @@ package peer_test
 
 import (
 	"context"
-	"regexp"
 	"testing"
 	"time"
 
@@ -12,23 +11,8 @@ import (
 	"github.com/redleader-p2p/redleader/peer/peertest"
 )
 
-var wanLimitGauge = regexp.MustCompile(`(?m)^redleader_wan_limit_bits_per_second (\S+)$`)
-
-// wanMetric reads redleader_wan_limit_bits_per_second from a's /metrics
-// ("" on error).
 func wanMetric(t *testing.T, a *peer.Agent) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	b, err := api.New(a.APIAddr()).Metrics(ctx)
-	if err != nil {
-		return ""
-	}
-	m := wanLimitGauge.FindSubmatch(b)
-	if m == nil {
-		return ""
-	}
-	return string(m[1])
+	return metric(t, a, "redleader_wan_limit_bits_per_second")
 }
 
 // TestWANFollowsRoleAndPolicy: the jobs' WAN limit is the leader rate on

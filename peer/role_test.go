@@ -12,10 +12,8 @@ import (
 	"github.com/redleader-p2p/redleader/peer/peertest"
 )
 
-var redLeaderGauge = regexp.MustCompile(`(?m)^redleader_red_leader (\S+)$`)
-
-// roleMetric reads redleader_red_leader from a's /metrics ("" on error).
-func roleMetric(t *testing.T, a *peer.Agent) string {
+// metric reads the unlabelled metric name from a's /metrics ("" on error).
+func metric(t *testing.T, a *peer.Agent, name string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -23,12 +21,14 @@ func roleMetric(t *testing.T, a *peer.Agent) string {
 	if err != nil {
 		return ""
 	}
-	m := redLeaderGauge.FindSubmatch(b)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(b)
 	if m == nil {
 		return ""
 	}
 	return string(m[1])
 }
+
+func roleMetric(t *testing.T, a *peer.Agent) string { return metric(t, a, "redleader_red_leader") }
 
 // TestRoleFollowsTheSeat: the agent's role (its metric) follows the
 // election's Red Leader watch: 1 on the Red Leader only, and it moves when
