@@ -154,43 +154,39 @@ func reasonText(r string) string {
 }
 
 func jobsCancelCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "cancel ID",
-		Short: "Cancel a queued or running job (its bytes are dropped)",
-		Args:  oneJobArgs("cancel"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var del api.JobDeleteResponse
-			err := g.callAgent(cmd, true, func(ctx context.Context, c *api.Client) error {
-				d, err := c.Job(ctx, args[0], true)
-				if err != nil {
-					return err
-				}
-				if d.Over() {
-					return fmt.Errorf("job %s is already %s (`redleader jobs rm %s` removes it)", d.ID, d.State, d.ID)
-				}
-				del, err = c.DeleteJob(ctx, d.ID)
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			if g.json {
-				return g.printJSON(del)
-			}
+	return jobsDeleteCmd(g, "cancel", "Cancel a queued or running job (its bytes are dropped)", false,
+		func(d api.JobDetail) error {
+			return fmt.Errorf("job %s is already %s (`redleader jobs rm %s` removes it)", d.ID, d.State, d.ID)
+		},
+		func(del api.JobDeleteResponse) error {
 			if !del.Cancelled {
 				return fmt.Errorf("job %s %s before it could be cancelled", del.ID, del.State)
 			}
-			_, err = fmt.Fprintln(g.stdout, "cancelled", del.ID)
+			_, err := fmt.Fprintln(g.stdout, "cancelled", del.ID)
 			return err
-		},
-	}
+		})
 }
 
 func jobsRmCmd(g *globals) *cobra.Command {
+	return jobsDeleteCmd(g, "rm", "Remove a finished job: its record, audit and content", true,
+		func(d api.JobDetail) error {
+			return fmt.Errorf("job %s is %s (`redleader jobs cancel %s` first)", d.ID, d.State, d.ID)
+		},
+		func(del api.JobDeleteResponse) error {
+			_, err := fmt.Fprintln(g.stdout, "removed", del.ID)
+			return err
+		})
+}
+
+// jobsDeleteCmd is `jobs cancel` (finished false) and `jobs rm` (finished
+// true): both DELETE the job, each only in its own states; refuse says why
+// a job in the other states is left alone, done prints the outcome.
+func jobsDeleteCmd(g *globals, name, short string, finished bool, refuse func(api.JobDetail) error,
+	done func(api.JobDeleteResponse) error) *cobra.Command {
 	return &cobra.Command{
-		Use:   "rm ID",
-		Short: "Remove a finished job: its record, audit and content",
-		Args:  oneJobArgs("rm"),
+		Use:   name + " ID",
+		Short: short,
+		Args:  oneJobArgs(name),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var del api.JobDeleteResponse
 			err := g.callAgent(cmd, true, func(ctx context.Context, c *api.Client) error {
@@ -198,8 +194,8 @@ func jobsRmCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if !d.Over() {
-					return fmt.Errorf("job %s is %s (`redleader jobs cancel %s` first)", d.ID, d.State, d.ID)
+				if d.Over() != finished {
+					return refuse(d)
 				}
 				del, err = c.DeleteJob(ctx, d.ID)
 				return err
@@ -210,8 +206,7 @@ func jobsRmCmd(g *globals) *cobra.Command {
 			if g.json {
 				return g.printJSON(del)
 			}
-			_, err = fmt.Fprintln(g.stdout, "removed", del.ID)
-			return err
+			return done(del)
 		},
 	}
 }
