@@ -47,13 +47,19 @@ func (a *Agent) jobManager(w http.ResponseWriter, r *http.Request) *jobs.Manager
 	return m
 }
 
-// postJob is POST /v1/jobs (token).
-func (a *Agent) postJob(w http.ResponseWriter, r *http.Request) {
+// jobManagerWithToken is jobManager for a request that needs the API
+// token: nil (answered 401) without it.
+func (a *Agent) jobManagerWithToken(w http.ResponseWriter, r *http.Request) *jobs.Manager {
 	if !a.tokenOK(r) {
 		writeError(w, r, http.StatusUnauthorized, errUnauthorized)
-		return
+		return nil
 	}
-	m := a.jobManager(w, r)
+	return a.jobManager(w, r)
+}
+
+// postJob is POST /v1/jobs (token).
+func (a *Agent) postJob(w http.ResponseWriter, r *http.Request) {
+	m := a.jobManagerWithToken(w, r)
 	if m == nil {
 		return
 	}
@@ -121,11 +127,7 @@ func (a *Agent) getJob(w http.ResponseWriter, r *http.Request) {
 // deleteJob is DELETE /v1/jobs/{id} (token): it cancels a queued or
 // running job, and removes a finished one with its content.
 func (a *Agent) deleteJob(w http.ResponseWriter, r *http.Request) {
-	if !a.tokenOK(r) {
-		writeError(w, r, http.StatusUnauthorized, errUnauthorized)
-		return
-	}
-	m := a.jobManager(w, r)
+	m := a.jobManagerWithToken(w, r)
 	if m == nil {
 		return
 	}
@@ -155,11 +157,7 @@ func (a *Agent) deleteJob(w http.ResponseWriter, r *http.Request) {
 // private): it streams a done job's verified content. The CLI writes it
 // where its user wants; the agent never opens a path a client names.
 func (a *Agent) getJobContent(w http.ResponseWriter, r *http.Request) {
-	if !a.tokenOK(r) {
-		writeError(w, r, http.StatusUnauthorized, errUnauthorized)
-		return
-	}
-	m := a.jobManager(w, r)
+	m := a.jobManagerWithToken(w, r)
 	if m == nil {
 		return
 	}
