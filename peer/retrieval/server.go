@@ -1,6 +1,7 @@
 package retrieval
 
 import (
+	"context"
 	"crypto/aes"
 	"crypto/rand"
 	"errors"
@@ -56,6 +57,14 @@ type ServerConfig struct {
 	// CipherCacheBytes caps the cache of encrypted blocks replayed to
 	// later requesters; 0 means DefaultCipherCacheBytes, negative disables it.
 	CipherCacheBytes int
+	// Pace, if set, wraps the writer of every reply that carries a block:
+	// the agent passes its LAN limiter (shaping.NewWriter), so that
+	// lan_rate caps what it serves to LAN peers. Replies without a block
+	// (a few dozen bytes) are not paced. ctx ends with the request or when
+	// the reply's UploadTimeout is up, whichever comes first: the wrapper
+	// then fails the write, the reply is cut short and the client sees a
+	// failed request (and asks another peer or the origin).
+	Pace func(ctx context.Context, w io.Writer) io.Writer
 	// Logger receives debug logs about dropped requests; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -83,7 +92,8 @@ type Server struct {
 	log     *slog.Logger
 	slots   chan struct{}
 	cache   *cipherCache // nil when disabled
-	bufs    sync.Pool    // *[]byte response buffers
+	pace    func(context.Context, io.Writer) io.Writer
+	bufs    sync.Pool // *[]byte response buffers
 
 	blocksServed, bytesServed, notHeld, busy, malformed atomic.Uint64
 }
@@ -97,6 +107,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		store:   cfg.Store,
 		maxReq:  cfg.MaxRequestSize,
 		timeout: cfg.UploadTimeout,
+		pace:    cfg.Pace,
 		log:     cfg.Logger,
 	}
 	if s.maxReq <= 0 {
@@ -161,7 +172,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(s.timeout)) // not supported by every ResponseWriter
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxReq))
-	_ = rc.SetWriteDeadline(time.Now().Add(s.timeout))
+	writeBy := time.Now().Add(s.timeout)
+	_ = rc.SetWriteDeadline(writeBy)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -192,7 +204,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case *GetBlkList:
 		s.serveBlockList(w, m)
 	case *GetBlks:
-		s.serveBlock(w, m)
+		// A paced reply waits for the limiter no longer than it may take.
+		ctx, cancel := context.WithDeadline(r.Context(), writeBy)
+		defer cancel()
+		s.serveBlock(ctx, w, m)
 	}
 }
 
@@ -221,9 +236,14 @@ func (s *Server) reply(w http.ResponseWriter, m Message) {
 }
 
 func (s *Server) write(w http.ResponseWriter, b []byte) {
+	s.writeTo(w, w, b)
+}
+
+// writeTo sets w's headers for reply b and writes b to out (w, or w paced).
+func (s *Server) writeTo(w http.ResponseWriter, out io.Writer, b []byte) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	_, _ = w.Write(b) // a failed write is the client's loss
+	_, _ = out.Write(b) // a failed write is the client's loss
 }
 
 func (s *Server) serveBlockList(w http.ResponseWriter, m *GetBlkList) {
@@ -245,7 +265,8 @@ func (s *Server) serveBlockList(w http.ResponseWriter, m *GetBlkList) {
 	s.reply(w, reply)
 }
 
-func (s *Server) serveBlock(w http.ResponseWriter, m *GetBlks) {
+// serveBlock answers a GETBLKS; ctx bounds the wait of a paced reply.
+func (s *Server) serveBlock(ctx context.Context, w http.ResponseWriter, m *GetBlks) {
 	index := m.Ranges[0].Index
 	empty := &Blk{SegmentID: m.SegmentID, BlockIndex: index}
 	if !s.acquire() {
@@ -312,7 +333,11 @@ func (s *Server) serveBlock(w http.ResponseWriter, m *GetBlks) {
 	*bp = buf
 	s.blocksServed.Add(1)
 	s.bytesServed.Add(uint64(plain))
-	s.write(w, buf)
+	var out io.Writer = w
+	if s.pace != nil {
+		out = s.pace(ctx, w)
+	}
+	s.writeTo(w, out, buf)
 }
 
 func putU32(b []byte, v uint32) {
