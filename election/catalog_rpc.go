@@ -87,6 +87,10 @@ type Demand struct {
 	// segment past Have, more bytes, the end) for at most this long
 	// (bounded by MaxDemandWait).
 	Wait time.Duration `json:"wait_ns,omitempty"`
+	// Held is the Red Leader's held bytes as the member last heard them:
+	// "more bytes" then means enough more to be worth a round of block
+	// fetches (the handler decides how many), not every block.
+	Held int64 `json:"held,omitempty"`
 }
 
 // DemandReply is the Red Leader's answer to a demand.

@@ -162,7 +162,7 @@ func (c dpCase) check(t *testing.T, r dpResult) {
 // Not parallel: it measures times against a calibration, which other
 // tests' load would skew.
 func TestDataPath(t *testing.T) {
-	t.Skip(needsStableSeat)
+
 	files := map[string]int64{}
 	for _, c := range dpCases() {
 		files[c.file] = dpSize
@@ -182,7 +182,7 @@ func TestDataPath(t *testing.T) {
 // once: ≤ 1.05 WAN copies, every file right.
 func TestDataPathOneSubnet(t *testing.T) {
 	t.Parallel()
-	t.Skip(needsStableSeat) // passes once in two runs today (1.01 copies; else 4.9)
+
 	c := dpCase{name: "plain http, 8 agents", kind: kindPlain, file: "plain8.bin", maxCopies: 1.05}
 	d := newDPLab(t, dpConfig{subnets: []int{8}, wanRate: dpWANRate, files: map[string]int64{c.file: dpSize}, plain: true})
 	cal := d.calibrate(t, d.agents[0][0].h, d.files[c.file], d.url(c.kind, c.file))

@@ -39,7 +39,10 @@ type dataPath struct {
 	rankMu       sync.Mutex
 	jobsPriority election.Priority // highest of the active jobs
 	jobsProgress uint64
-	served       election.Priority // highest of the demands served (Red Leader)
+	// served and servedProgress: the demands served (Red Leader), see
+	// fetch.SingleFlightConfig.PublishServed.
+	served         election.Priority
+	servedProgress uint64
 }
 
 // newDataPath builds the pipeline on the agent's cache (startContent runs
@@ -52,12 +55,20 @@ func (a *Agent) newDataPath(log *slog.Logger) (*dataPath, error) {
 	}
 	wan := shaping.NewWAN(a.cfg.Shaping.LeaderRate, a.cfg.Shaping.PeerRate, 0)
 	// The pipeline paces origin bytes through wan itself: no Options.Pace.
-	o, err := fetch.NewOrigin(fetch.Options{Logger: log})
+	// Both origins go through origin_proxy (validated by the config).
+	o, err := fetch.NewOrigin(fetch.Options{Logger: log, Proxy: a.cfg.OriginProxy})
 	if err != nil {
 		return nil, fmt.Errorf("data path: %w", err)
 	}
-	demandOrigin, err := fetch.NewOrigin(fetch.Options{Logger: log,
-		CheckAddr: func(ip netip.Addr) error { return fetch.CheckDemandAddr(ip, a.selfAddrs()) }})
+	// With an explicit proxy every connection goes to it: the check of
+	// connect-time addresses would only see the proxy the admin chose (a
+	// local one such as 127.0.0.1:3128 included), so it is left out and
+	// demanded URLs are checked before the fetch only (CheckDemandURL).
+	checkDemand := func(ip netip.Addr) error { return fetch.CheckDemandAddr(ip, a.selfAddrs()) }
+	if px := a.cfg.OriginProxy; px != "" && px != fetch.ProxyDirect {
+		checkDemand = nil
+	}
+	demandOrigin, err := fetch.NewOrigin(fetch.Options{Logger: log, Proxy: a.cfg.OriginProxy, CheckAddr: checkDemand})
 	if err != nil {
 		o.Close()
 		return nil, fmt.Errorf("data path: %w", err)
@@ -75,7 +86,7 @@ func (a *Agent) newDataPath(log *slog.Logger) (*dataPath, error) {
 		FallbackDelay: a.cfg.Shaping.WANFallbackDelay,
 		AppointWait:   (e.ConfirmTimeout + e.CheckinTimeout) * m,
 		DemandDir:     filepath.Join(a.cfg.DataDir, "demand"),
-		PublishServed: func(p election.Priority) { a.publishServed(d, p) },
+		PublishServed: func(p election.Priority, n uint64) { a.publishServed(d, p, n) },
 		Logger:        log,
 	})
 	pipeline := func(origin *fetch.Origin) (*fetch.Pipeline, error) {
@@ -168,15 +179,28 @@ func (a *Agent) peerAddr() string {
 	return netip.AddrPortFrom(ip, uint16(a.port.Port())).String()
 }
 
-// publishServed records the highest priority the Red Leader serves for
-// demands and republishes the ranking inputs.
-func (a *Agent) publishServed(d *dataPath, p election.Priority) {
+// publishServed records the ranking inputs of the demands the Red Leader
+// serves and republishes the agent's.
+func (a *Agent) publishServed(d *dataPath, p election.Priority, progress uint64) {
 	d.rankMu.Lock()
-	d.served = p
-	prio, progress := max(d.jobsPriority, d.served), d.jobsProgress
+	d.served, d.servedProgress = p, progress
+	prio, prog := d.rankLocked()
 	d.rankMu.Unlock()
-	a.updateMeta(func(m *Meta) { m.Priority, m.Progress = prio, progress })
+	a.updateMeta(func(m *Meta) { m.Priority, m.Progress = prio, prog })
 	a.publishMeta()
+}
+
+// rankLocked combines the jobs' ranking inputs with the demands served:
+// the higher priority, with its progress (the larger one when equal).
+// d.rankMu must be held.
+func (d *dataPath) rankLocked() (election.Priority, uint64) {
+	switch {
+	case d.served > d.jobsPriority:
+		return d.served, d.servedProgress
+	case d.served == d.jobsPriority:
+		return d.served, max(d.jobsProgress, d.servedProgress)
+	}
+	return d.jobsPriority, d.jobsProgress
 }
 
 // demandHandler hands the election's demand RPC to the single flight.
@@ -227,17 +251,21 @@ func (a *Agent) followRole(held bool) {
 	}
 }
 
-// followPolicy sets the WAN rates of the committed policy. A rate the
-// policy leaves empty, or that does not parse, keeps the configured one.
+// followPolicy sets the rates of the committed policy: the LAN rate of
+// the blocks served and the WAN rates. A rate the policy leaves empty, or
+// that does not parse, keeps the configured one.
 func (a *Agent) followPolicy(p election.Policy) {
-	if a.jobs == nil || a.jobs.data == nil {
-		return
-	}
 	rate := func(s string, def shaping.Rate) shaping.Rate {
 		if r, err := shaping.ParseRate(s); err == nil {
 			return r
 		}
 		return def
+	}
+	if a.content != nil {
+		a.content.lan.SetRate(rate(p.LANRate, a.cfg.Shaping.LANRate))
+	}
+	if a.jobs == nil || a.jobs.data == nil {
+		return
 	}
 	a.jobs.data.wan.SetPolicy(rate(p.LeaderRate, a.cfg.Shaping.LeaderRate), rate(p.PeerRate, a.cfg.Shaping.PeerRate))
 }

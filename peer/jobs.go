@@ -76,7 +76,7 @@ func (a *Agent) publishRankInputs(p Priority, progress uint64) {
 		d.rankMu.Lock()
 		d.jobsPriority, d.jobsProgress = p, progress
 		// The Red Leader also counts the demands it serves.
-		p = max(p, d.served)
+		p, progress = d.rankLocked()
 		d.rankMu.Unlock()
 	}
 	a.updateMeta(func(m *Meta) { m.Priority, m.Progress = p, progress })

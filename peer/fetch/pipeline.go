@@ -54,6 +54,13 @@ type BlockFetcher interface {
 	FetchSegment(ctx context.Context, seg *content.Segment, blocks []int, peers []string, sink retrieval.Sink) (*retrieval.FetchResult, error)
 }
 
+// BlockLister is a BlockFetcher that can also ask a peer which blocks of a
+// segment it holds (MSG_GETBLKLIST; *retrieval.Client): the pipeline then
+// asks partial holders only for the blocks they have.
+type BlockLister interface {
+	BlockList(ctx context.Context, peer string, id content.SegmentID, ranges []retrieval.BlockRange) (*retrieval.BlkList, error)
+}
+
 // Limiter paces the bytes that cross the WAN: the agent's one WAN limiter
 // (*shaping.Limiter of its shaping.WAN), shared by all jobs.
 type Limiter interface {

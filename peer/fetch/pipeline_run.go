@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -483,9 +484,13 @@ func (r *run) fromPeers(ctx context.Context, d *content.Segment, need []int, hol
 	if len(peers) == 0 {
 		return need, nil
 	}
+	ask, rest := r.available(ctx, d, need, holders)
+	if len(ask) == 0 {
+		return need, nil
+	}
 	var mu sync.Mutex
 	var got int64
-	res, err := r.p.cfg.Peers.FetchSegment(ctx, d, need, peers, func(b int, data []byte) error {
+	res, err := r.p.cfg.Peers.FetchSegment(ctx, d, ask, peers, func(b int, data []byte) error {
 		// FetchSegment verified data against d; the cache verifies it again.
 		if err := r.c.PutBlock(d.ID, b, data); err != nil {
 			return fmt.Errorf("cache: %w", err)
@@ -513,11 +518,59 @@ func (r *run) fromPeers(ctx context.Context, d *content.Segment, need []int, hol
 	}
 	switch {
 	case err == nil:
-		return nil, nil
+		return rest, nil
 	case errors.Is(err, retrieval.ErrIncomplete) && res != nil:
-		return res.Missing, nil
+		return slices.Sorted(slices.Values(append(rest, res.Missing...))), nil
 	}
 	return nil, err
+}
+
+// available splits need into the blocks at least one of the holders has
+// (ask) and the rest, asking each partial holder which it has (MSG_GETBLKLIST,
+// one round trip): a Red Leader a few blocks ahead of its members, or a
+// member that holds a part, is then not asked for hundreds of blocks it
+// has not got. A holder that holds the whole segment, or whose answer
+// fails, counts as holding every block. A busy holder answers an empty
+// list: its blocks are asked for again at the caller's next round.
+func (r *run) available(ctx context.Context, d *content.Segment, need []int, holders []Holder) (ask, rest []int) {
+	lister, ok := r.p.cfg.Peers.(BlockLister)
+	if !ok {
+		return need, nil
+	}
+	want := make([]retrieval.BlockRange, 0, 4)
+	for _, b := range need {
+		if n := len(want); n > 0 && want[n-1].End() == uint64(b) {
+			want[n-1].Count++
+		} else {
+			want = append(want, retrieval.BlockRange{Index: uint32(b), Count: 1})
+		}
+	}
+	has := make(map[uint32]bool, len(need))
+	for _, h := range holders {
+		if h.Peer == "" || r.badPeers[h.Peer] {
+			continue
+		}
+		if int(h.Blocks) >= d.BlockCount() {
+			return need, nil
+		}
+		bl, err := lister.BlockList(ctx, h.Peer, d.ID, want)
+		if err != nil {
+			return need, nil
+		}
+		for _, rg := range bl.Ranges {
+			for b := rg.Index; uint64(b) < rg.End(); b++ {
+				has[b] = true
+			}
+		}
+	}
+	for _, b := range need {
+		if has[uint32(b)] {
+			ask = append(ask, b)
+		} else {
+			rest = append(rest, b)
+		}
+	}
+	return ask, rest
 }
 
 // peerBytes shares the got bytes of a FetchSegment among its peers by

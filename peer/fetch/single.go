@@ -48,6 +48,10 @@ const (
 	// demandPoll is how long a non-leader's demand poll asks the Red Leader
 	// to hold its answer for news.
 	demandPoll = 1500 * time.Millisecond
+	// demandBatch is how many more bytes than the poll's Held the Red
+	// Leader must hold for a held poll to return (16 blocks): members fetch
+	// blocks in rounds of a batch, not one round trip per block.
+	demandBatch = 16 * content.BlockSize
 	// reprobeEvery is how often a waiting non-leader probes the LAN again
 	// for other holders of a segment.
 	reprobeEvery = 3 * time.Second
@@ -78,11 +82,18 @@ type SingleFlightConfig struct {
 	// DemandDir holds the data files of the downloads the Red Leader runs
 	// for demands (removed when each ends; the content stays in the cache).
 	DemandDir string
-	// PublishServed, if set, receives the highest priority of the demands
-	// the Red Leader serves (election.PriorityNone when none) whenever it
-	// changes: the agent publishes max(its jobs', this) as its ranking
-	// input, so that a peer with an equal-priority job does not displace it.
-	PublishServed func(election.Priority)
+	// PublishServed, if set, receives the ranking inputs of the demands the
+	// Red Leader serves whenever they change: the highest priority among
+	// the contents members polled within election.DemandIdle (done or not:
+	// they still fetch its blocks from the Red Leader), and as progress the
+	// length of the largest such content at that priority
+	// (election.PriorityNone and 0 when none). Every member fetching that
+	// content gets it through the Red Leader, so none can be ahead of it;
+	// its held bytes would let gossip lag (a member's fresh count against
+	// the Red Leader's older one) displace it mid-download. The agent
+	// publishes the higher of its jobs' inputs and these, so that a peer
+	// with an equal-priority job does not displace the Red Leader.
+	PublishServed func(prio election.Priority, progress uint64)
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -102,7 +113,13 @@ type SingleFlight struct {
 	mu      sync.Mutex
 	pipe    *Pipeline
 	flights map[string]*flight // by content key ID
-	served  election.Priority
+	served  servedRank
+}
+
+// servedRank is the ranking input the demands served give the Red Leader.
+type servedRank struct {
+	prio     election.Priority
+	progress uint64
 }
 
 var (
@@ -355,7 +372,7 @@ func (s *SingleFlight) Demand(ctx context.Context, d election.Demand) (election.
 	for {
 		f.mu.Lock()
 		rep := s.replyLocked(f, d.Have)
-		news := len(rep.Segments) > 0 || rep.Done || rep.Failed || rep.Held > 0 && d.Wait == 0
+		news := len(rep.Segments) > 0 || rep.Done || rep.Failed || rep.Held >= max(d.Held, 0)+demandBatch
 		ch := f.changed
 		f.mu.Unlock()
 		if news || d.Wait <= 0 {
@@ -363,7 +380,6 @@ func (s *SingleFlight) Demand(ctx context.Context, d election.Demand) (election.
 		}
 		select {
 		case <-ch:
-			d.Wait = 0 // answer at the next look: something changed
 		case <-wait.C:
 			return rep, nil
 		case <-ctx.Done():
@@ -443,16 +459,22 @@ func (s *SingleFlight) endDemand(f *flight, err error) {
 	s.publishServed()
 }
 
-// publishServed recomputes the highest priority served (flights polled
-// within election.DemandIdle and not done) and publishes it on change.
+// publishServed recomputes the ranking inputs of the demands served
+// (contents polled within election.DemandIdle whose download did not fail)
+// and publishes them on change.
 func (s *SingleFlight) publishServed() {
 	now := time.Now()
 	s.mu.Lock()
-	top := election.PriorityNone
+	var top servedRank
 	for _, f := range s.flights {
 		f.mu.Lock()
-		if !f.done && f.err == "" && now.Sub(f.polled) < election.DemandIdle {
-			top = max(top, f.prio)
+		if f.err == "" && now.Sub(f.polled) < election.DemandIdle {
+			switch n := uint64(max(f.length, 0)); {
+			case f.prio > top.prio:
+				top = servedRank{f.prio, n}
+			case f.prio == top.prio:
+				top.progress = max(top.progress, n)
+			}
 		}
 		f.mu.Unlock()
 	}
@@ -460,15 +482,16 @@ func (s *SingleFlight) publishServed() {
 	s.served = top
 	s.mu.Unlock()
 	if changed && s.cfg.PublishServed != nil {
-		s.cfg.PublishServed(top)
+		s.cfg.PublishServed(top.prio, top.progress)
 	}
 }
 
-// Served returns the highest priority of the demands served now.
-func (s *SingleFlight) Served() election.Priority {
+// Served returns the highest priority of the demands served now and the
+// progress published with it.
+func (s *SingleFlight) Served() (election.Priority, uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.served
+	return s.served.prio, s.served.progress
 }
 
 // tidyLoop forgets flights nobody runs or polls any more and keeps the

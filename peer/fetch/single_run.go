@@ -126,6 +126,11 @@ func (r *run) fits(segs []content.Segment) bool {
 // Red Leader): owner if no other run owns it and it is not complete, else
 // local.
 func (fr *flightRun) attach(r *run) {
+	fr.attachLocked(r)
+	fr.s.publishServed() // the flight's length is known now
+}
+
+func (fr *flightRun) attachLocked(r *run) {
 	f := fr.s.flightOf(fr.key)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -188,7 +193,7 @@ func (fr *flightRun) demand(r *run, wait time.Duration) election.Demand {
 	if r.id.Info != nil {
 		have = len(r.segs) // the content information gave every description
 	}
-	d := election.Demand{URL: r.w.Request.URL, Priority: r.w.Request.Priority, Key: fr.key, Have: have, Wait: wait}
+	d := election.Demand{URL: r.w.Request.URL, Priority: r.w.Request.Priority, Key: fr.key, Have: have, Wait: wait, Held: fr.rlHeld}
 	if sha := r.w.Request.SHA256; len(sha) == 64 {
 		d.SHA256 = sha
 	}
@@ -421,6 +426,12 @@ func (r *run) flightBlocks(ctx context.Context, i int, need []int, a *segAudit) 
 		if err := ctx.Err(); err != nil {
 			return need, err
 		}
+	}
+	if len(need) > 0 && fr.reason == "" && r.leader() && r.lan() {
+		// This agent became the Red Leader while it waited: a new Red
+		// Leader resumes from what the LAN holds (the members fetched from
+		// the old one), and takes only the rest from the origin.
+		return r.fromPeers(ctx, d, need, r.probe(ctx, d.ID), a)
 	}
 	return need, nil
 }

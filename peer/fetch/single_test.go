@@ -146,7 +146,7 @@ type agent struct {
 	pccrr  string // its MS-PCCRR address
 	pipe   *Pipeline
 	flight *SingleFlight
-	served []election.Priority
+	served []servedRank
 	mu     sync.Mutex
 }
 
@@ -214,7 +214,7 @@ func startSubnet(t *testing.T, o subnetOpts) []*agent {
 			Subnet: func() Subnet { return a.node }, Secret: func() []byte { return a.node.State().Secret }, Role: a,
 			CheckURL: check, PeerAddr: func() string { return a.pccrr }, FallbackDelay: o.fallbackDelay, AppointWait: o.appointWait,
 			DemandDir: t.TempDir(), Logger: log,
-			PublishServed: func(p election.Priority) { a.mu.Lock(); a.served = append(a.served, p); a.mu.Unlock() },
+			PublishServed: func(p election.Priority, n uint64) { a.mu.Lock(); a.served = append(a.served, servedRank{p, n}); a.mu.Unlock() },
 		})
 		a.pipe = pipe(t, PipelineConfig{Cache: a.cache, Prober: lanProber{a, &agents}, Peers: peers, Role: a,
 			Secret: func() []byte { return a.node.State().Secret }, Catalog: a.flight, Logger: log})
@@ -362,12 +362,13 @@ func TestSingleFlightSubnet(t *testing.T) {
 	if bc.n.Load() != before || prog.bySource()[jobs.SourcePeer] != int64(len(data)) {
 		t.Errorf("catalogued content: origin +%d bytes, by source %v", bc.n.Load()-before, prog.bySource())
 	}
-	// The Red Leader published the priority it served while it did.
+	// The Red Leader published the priority it served while it did, with
+	// the content's length as its progress (no member can be ahead of it).
 	red.mu.Lock()
-	served := append([]election.Priority(nil), red.served...)
+	served := append([]servedRank(nil), red.served...)
 	red.mu.Unlock()
-	if !slices.Contains(served, election.PriorityNormal) {
-		t.Errorf("served priorities published by the Red Leader: %v", served)
+	if !slices.Contains(served, servedRank{election.PriorityNormal, uint64(len(data))}) {
+		t.Errorf("ranking inputs published by the Red Leader: %v, want {normal %d} among them", served, len(data))
 	}
 }
 
