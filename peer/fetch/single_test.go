@@ -214,7 +214,11 @@ func startSubnet(t *testing.T, o subnetOpts) []*agent {
 			Subnet: func() Subnet { return a.node }, Secret: func() []byte { return a.node.State().Secret }, Role: a,
 			CheckURL: check, PeerAddr: func() string { return a.pccrr }, FallbackDelay: o.fallbackDelay, AppointWait: o.appointWait,
 			DemandDir: t.TempDir(), Logger: log,
-			PublishServed: func(p election.Priority, n uint64) { a.mu.Lock(); a.served = append(a.served, servedRank{p, n}); a.mu.Unlock() },
+			PublishServed: func(p election.Priority, n uint64) {
+				a.mu.Lock()
+				a.served = append(a.served, servedRank{p, n})
+				a.mu.Unlock()
+			},
 		})
 		a.pipe = pipe(t, PipelineConfig{Cache: a.cache, Prober: lanProber{a, &agents}, Peers: peers, Role: a,
 			Secret: func() []byte { return a.node.State().Secret }, Catalog: a.flight, Logger: log})
