@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -105,6 +106,22 @@ type Config struct {
 	// MemberRetention is how long a member that left or died stays listed
 	// (as left/dead) in /v1/members before it is forgotten.
 	MemberRetention time.Duration `mapstructure:"member_retention" yaml:"member_retention"`
+
+	// OriginProxy is the outbound proxy of origin downloads: this agent's
+	// jobs and, on the Red Leader, the members' demands. "" (default)
+	// follows HTTP_PROXY, HTTPS_PROXY and NO_PROXY of the agent's
+	// environment, read at start (loopback origins are never proxied);
+	// "direct" ignores them and connects to origins directly; a URL
+	// (http://, https:// or socks5://, [user:password@]host[:port]) sends
+	// every origin request through that proxy, NO_PROXY ignored. The proxy
+	// sees every origin URL (and, for plain-HTTP origins, the bytes; they
+	// are verified against the content's hashes all the same). With a URL,
+	// the Red Leader's connect-time address check of demanded content
+	// applies to the proxy's address, which the admin chose, so it is
+	// skipped: the URL check before the fetch stays, and where demanded
+	// URLs lead is up to the proxy. A password in the URL is hidden in
+	// `redleader config` and in errors.
+	OriginProxy string `mapstructure:"origin_proxy" yaml:"origin_proxy"`
 
 	// ClusterKey (base64 of 32 bytes) encrypts gossip, authenticates LAN
 	// discovery beacons (HMAC), and puts Raft and the cluster RPC inside
@@ -268,15 +285,23 @@ type LANDiscovery struct {
 // Shaping holds bandwidth settings. "0" means unlimited. An agent that
 // bootstraps a new election cluster commits them as the subnet's first
 // policy; afterwards the committed policy wins and changes only through
-// `redleader policy set`. Nothing enforces a rate yet: the limiters are not
-// built.
+// `redleader policy set` (a rate the policy leaves empty, or that does not
+// parse, keeps the configured one). Each agent enforces the rates with one
+// WAN limiter shared by its origin downloads and one LAN limiter shared by
+// the blocks it serves; a policy change reaches them within 2 s, transfers
+// in progress included.
 type Shaping struct {
 	// LeaderRate is the WAN rate of the Red Leader.
 	LeaderRate shaping.Rate `mapstructure:"leader_rate" yaml:"leader_rate"`
 	// PeerRate is the WAN rate of every other agent: low, so that they wait
 	// for the Red Leader's copy instead of competing for the WAN.
 	PeerRate shaping.Rate `mapstructure:"peer_rate" yaml:"peer_rate"`
-	// LANRate caps what this agent serves to LAN peers.
+	// LANRate caps what this agent serves to LAN peers: the MS-PCCRR
+	// block replies of all its uploads together go through one limiter
+	// whose burst is one block (64 KiB). Lower leaves the LAN to other
+	// traffic but makes peers wait for blocks: a block reply that waits
+	// too long (the peer gives up, or the 15 s upload timeout passes) is
+	// cut short, and the peer asks another holder or the origin.
 	LANRate shaping.Rate `mapstructure:"lan_rate" yaml:"lan_rate"`
 	// WANFallbackDelay: a non-leader whose job got nothing of its content
 	// from the Red Leader (no verified block, no progress) for this long
@@ -383,6 +408,9 @@ func (c *Config) Validate() error {
 	positive("rejoin_interval", c.RejoinInterval)
 	positive("rehome_interval", c.RehomeInterval)
 	positive("member_retention", c.MemberRetention)
+	if shown, err := CheckOriginProxy(c.OriginProxy); err != nil {
+		bad("origin_proxy", shown, err.Error())
+	}
 	c.validateKeys(bad)
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -448,6 +476,50 @@ func (c *Config) Validate() error {
 		bad("election.checkin_timeout", e.CheckinTimeout, "must be longer than election.checkin_interval")
 	}
 	return errors.Join(errs...)
+}
+
+// ProxyDirect is the origin_proxy value that uses no proxy, whatever the
+// environment says (peer/fetch.ProxyDirect).
+const ProxyDirect = "direct"
+
+// MaxProxyLen bounds origin_proxy, in bytes.
+const MaxProxyLen = 2048
+
+// CheckOriginProxy checks an origin_proxy value as peer/fetch's NewOrigin
+// reads it: "", ProxyDirect, or a URL whose scheme is http, https, socks5
+// or socks5h, with a host. It also returns the value as it may be shown
+// in an error: quoted, its password hidden, or nothing of it when it may
+// hold a password that cannot be told apart.
+func CheckOriginProxy(s string) (shown string, err error) {
+	if s == "" || s == ProxyDirect {
+		return strconv.Quote(s), nil
+	}
+	if len(s) > MaxProxyLen {
+		return fmt.Sprintf("(%d bytes)", len(s)), fmt.Errorf("at most %d bytes", MaxProxyLen)
+	}
+	shown = strconv.Quote(redactProxy(s))
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.Opaque != "" {
+		return shown, errors.New(`want "direct", "" (the environment's proxies) or a URL like http://proxy.example:3128`)
+	}
+	switch u.Scheme {
+	case "http", "https", "socks5", "socks5h":
+	default:
+		return shown, fmt.Errorf("scheme %q: want http, https or socks5", u.Scheme)
+	}
+	return shown, nil
+}
+
+// redactProxy is an origin_proxy value with its password hidden; a value
+// that does not parse as a URL but may hold one is hidden whole.
+func redactProxy(s string) string {
+	if u, err := url.Parse(s); err == nil && u.Opaque == "" {
+		return u.Redacted()
+	}
+	if strings.Contains(s, "@") {
+		return "(hidden: it may hold a password)"
+	}
+	return s
 }
 
 // MaxClusterKeys bounds cluster_keys: a rotation needs two; every extra

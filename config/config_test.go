@@ -91,7 +91,7 @@ func TestParseSize(t *testing.T) {
 func TestKeysCoverEveryField(t *testing.T) {
 	keys := Keys()
 	for _, want := range []string{"data_dir", "lan_discovery.port", "shaping.peer_rate", "election.nlm_ttl", "discovery.max_backoff", "cache.max_size", "jobs.max_running", "jobs.retention",
-		"api_allow_remote", "api_token_file", "api_metrics_token_file", "allow_open_admin"} {
+		"api_allow_remote", "api_token_file", "api_metrics_token_file", "allow_open_admin", "origin_proxy"} {
 		found := false
 		for _, k := range keys {
 			found = found || k == want
@@ -232,5 +232,69 @@ func TestCheckEnv(t *testing.T) {
 		if err := checkEnv([]string{EnvName(k) + "=x"}); err != nil {
 			t.Errorf("key %s: %v", k, err)
 		}
+	}
+}
+
+// TestOriginProxy: origin_proxy takes what peer/fetch's NewOrigin takes
+// (the environment, direct, an http, https or socks5 URL with a host);
+// an error names the key and never shows the proxy's password.
+func TestOriginProxy(t *testing.T) {
+	tests := []struct {
+		name, proxy string
+		why         string // "" = valid; else a word of the reason
+	}{
+		{name: "environment", proxy: ""},
+		{name: "direct", proxy: "direct"},
+		{name: "http", proxy: "http://proxy.example:3128"},
+		{name: "https with credentials", proxy: "https://u:hunter2@proxy.example"},
+		{name: "socks5", proxy: "socks5://10.0.0.1:1080"},
+		{name: "socks5h", proxy: "socks5h://proxy.example:1080"},
+		{name: "ipv6", proxy: "http://[2001:db8::1]:3128"},
+		{name: "bad scheme", proxy: "ftp://proxy.example", why: `scheme "ftp"`},
+		{name: "bad scheme with password", proxy: "ftp://u:hunter2@proxy.example", why: `scheme "ftp"`},
+		{name: "no scheme", proxy: "proxy.example:3128", why: "want"},
+		{name: "no scheme with password", proxy: "u:hunter2@proxy.example:3128", why: "want"},
+		{name: "no host", proxy: "http://", why: "want"},
+		{name: "garbage", proxy: "not a url", why: "want"},
+		{name: "unparsable with password", proxy: "http://u:hunter2@[::1", why: "want"},
+		{name: "Direct is not direct", proxy: "Direct", why: "want"},
+		{name: "too long", proxy: "http://proxy.example/" + strings.Repeat("p", MaxProxyLen), why: "at most"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			c.DataDir = t.TempDir()
+			c.OriginProxy = tt.proxy
+			err := c.Validate()
+			if tt.why == "" {
+				if err != nil {
+					t.Fatalf("Validate = %v, want valid", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "origin_proxy: ") || !strings.Contains(err.Error(), tt.why) {
+				t.Fatalf("err = %v, want ErrInvalid naming origin_proxy (%s)", err, tt.why)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("error shows the proxy password: %v", err)
+			}
+		})
+	}
+}
+
+// TestOriginProxyShownWithoutPassword: `redleader config` prints the
+// proxy without its password.
+func TestOriginProxyShownWithoutPassword(t *testing.T) {
+	c := Default()
+	c.OriginProxy = "http://u:hunter2@proxy.example:3128"
+	out, err := c.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "hunter2") {
+		t.Fatalf("config output shows the proxy password:\n%s", out)
+	}
+	if got := c.Map()["origin_proxy"]; got != "http://u:xxxxx@proxy.example:3128" {
+		t.Fatalf("origin_proxy printed as %v", got)
 	}
 }

@@ -22,7 +22,8 @@ func (c Config) YAML() ([]byte, error) {
 }
 
 // Map returns the config as nested maps keyed like the config file, with
-// durations and rates in their human forms and the cluster key hidden.
+// durations and rates in their human forms, the cluster key and the
+// proxy's password hidden.
 func (c Config) Map() map[string]any {
 	root := map[string]any{}
 	for k, v := range flatten(c) {
@@ -34,6 +35,9 @@ func (c Config) Map() map[string]any {
 		}
 		if s, _ := v.(string); k == "cluster_key" && s != "" {
 			v = "(set)"
+		}
+		if s, _ := v.(string); k == "origin_proxy" {
+			v = redactProxy(s)
 		}
 		if ks, ok := v.([]string); ok && k == "cluster_keys" {
 			hidden := make([]string, len(ks))

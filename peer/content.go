@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"path/filepath"
@@ -12,20 +13,27 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/redleader-p2p/redleader/discovery"
 	"github.com/redleader-p2p/redleader/peer/api"
 	"github.com/redleader-p2p/redleader/peer/cache"
 	pccrc "github.com/redleader-p2p/redleader/peer/content"
 	"github.com/redleader-p2p/redleader/peer/retrieval"
+	"github.com/redleader-p2p/redleader/shaping"
 )
 
 // content is the agent's bytes side: the segment cache, the MS-PCCRR
-// server on the peer port, and MS-PCCRD discovery (per home).
+// server on the peer port with the agent's one LAN limiter, and MS-PCCRD
+// discovery (per home).
 type content struct {
 	cache   *cache.Cache
 	pccrr   *retrieval.Server
 	httpSrv *http.Server
 	metrics *discovery.Metrics
+	// lan paces every block the server sends (lan_rate): the configured
+	// rate until the committed policy sets one (followPolicy).
+	lan *shaping.Limiter
 
 	mu        sync.Mutex
 	responder *discovery.Responder
@@ -40,12 +48,22 @@ func (a *Agent) startContent() error {
 	if err != nil {
 		return fmt.Errorf("open segment cache: %w", err)
 	}
-	srv, err := retrieval.NewServer(retrieval.ServerConfig{Store: c, Logger: a.log.With("component", "pccrr")})
+	// One LAN limiter for all the uploads, bursts of at least one block.
+	lan := shaping.NewLimiter(a.cfg.Shaping.LANRate, pccrc.BlockSize)
+	srv, err := retrieval.NewServer(retrieval.ServerConfig{Store: c, Logger: a.log.With("component", "pccrr"),
+		Pace: func(ctx context.Context, w io.Writer) io.Writer { return shaping.NewWriter(ctx, w, lan) }})
 	if err != nil {
 		c.Close()
 		return err
 	}
-	a.content = &content{cache: c, pccrr: srv, metrics: discovery.NewMetrics(a.reg)}
+	limit := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "redleader_lan_limit_bits_per_second",
+		Help: "The LAN rate in force for the blocks this agent serves to LAN peers (0: unlimited): the policy's lan_rate, else shaping.lan_rate."},
+		func() float64 { return float64(lan.Rate()) })
+	if err := a.reg.Register(limit); err != nil {
+		c.Close()
+		return fmt.Errorf("content metrics: %w", err)
+	}
+	a.content = &content{cache: c, pccrr: srv, metrics: discovery.NewMetrics(a.reg), lan: lan}
 	mux := http.NewServeMux()
 	mux.Handle(retrieval.Path, srv)
 	// Bounded like every peer-port connection (issue #9): requests are a

@@ -12,6 +12,7 @@
 // policy's leader rate while the agent holds the Red Leader role and the
 // peer rate otherwise.
 //
-// The limiters exist; the data path (issue #10) wires them. Until then a
-// rate is only validated, stored and shown.
+// The agent (peer) builds one WAN, whose Limiter paces its origin
+// downloads, and one LAN Limiter, through which its MS-PCCRR server writes
+// every block it serves; both follow the committed policy.
 package shaping
