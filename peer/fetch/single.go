@@ -460,15 +460,15 @@ func (s *SingleFlight) endDemand(f *flight, err error) {
 }
 
 // publishServed recomputes the ranking inputs of the demands served
-// (contents polled within election.DemandIdle whose download did not fail)
-// and publishes them on change.
+// (contents polled within election.DemandIdle that are complete or whose
+// download did not fail) and publishes them on change.
 func (s *SingleFlight) publishServed() {
 	now := time.Now()
 	s.mu.Lock()
 	var top servedRank
 	for _, f := range s.flights {
 		f.mu.Lock()
-		if f.err == "" && now.Sub(f.polled) < election.DemandIdle {
+		if (f.done || f.err == "") && now.Sub(f.polled) < election.DemandIdle {
 			switch n := uint64(max(f.length, 0)); {
 			case f.prio > top.prio:
 				top = servedRank{f.prio, n}

@@ -489,7 +489,7 @@ func (r *run) flightPublished(i int) {
 		f.segs[i] = d
 	}
 	if len(f.segs) == len(r.segs) {
-		f.done = true
+		f.done, f.err = true, "" // an earlier run's failure no longer matters
 	}
 	f.notifyLocked()
 }
