@@ -32,7 +32,9 @@ type dataPath struct {
 	// single is the subnet's single flight: the pipelines' catalog and,
 	// on the Red Leader, the server of members' demands. Demanded URLs
 	// are fetched through demandOrigin, which refuses the agent's own,
-	// loopback and link-local addresses at connect time.
+	// loopback and link-local addresses at connect time — unless
+	// origin_proxy names a proxy: every connection then goes to it, and
+	// only the check of the demanded URL (CheckDemandURL) applies.
 	single       *fetch.SingleFlight
 	demandOrigin *fetch.Origin
 

@@ -56,7 +56,8 @@ func (a *Agent) startElection() error {
 	}
 	// The role follows this node until it closes (re-home or Close), which
 	// closes the channel after a last false. The WAN limiter follows the
-	// role and, polled each second, the committed policy's rates.
+	// role and, polled each second, the committed policy's rates (the LAN
+	// limiter its lan_rate).
 	role, _ := n.WatchRedLeader()
 	a.goLoop(func() {
 		tick := time.NewTicker(time.Second)
