@@ -14,6 +14,7 @@ package lab_test
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	crand "crypto/rand"
 	"crypto/sha256"
@@ -262,6 +263,7 @@ type dpResult struct {
 	bound  time.Duration // copies needed × one copy's time
 	ok     []string      // hosts whose download completed with the right SHA-256
 	failed []string      // "host: why", for the others
+	took   []string      // "host time" of every download, in completion order
 
 	reasons map[string]int64 // redleader: origin bytes of all jobs by reason
 	rss     int64            // redleader: the largest peak RSS of an agent so far
@@ -271,8 +273,9 @@ type dpResult struct {
 func (r dpResult) ratio() float64 { return float64(r.last) / float64(r.bound) }
 
 func (r dpResult) String() string {
-	return fmt.Sprintf("%s: %.3f WAN copies; last completion after %v = %.2f × the bound (%v); %d right, %d failed",
-		r.what, r.copies, r.last.Round(time.Millisecond), r.ratio(), r.bound.Round(time.Millisecond), len(r.ok), len(r.failed))
+	return fmt.Sprintf("%s: %.3f WAN copies; last completion after %v = %.2f × the bound (%v); %d right, %d failed; completions: %s",
+		r.what, r.copies, r.last.Round(time.Millisecond), r.ratio(), r.bound.Round(time.Millisecond), len(r.ok), len(r.failed),
+		strings.Join(r.took, " "))
 }
 
 // download is one CLI process of a run.
@@ -370,6 +373,12 @@ func (b *batch) wait(t *testing.T, d time.Duration) {
 func (b *batch) result(t *testing.T, what string, f dpFile, wanBytes int64, c calibration, needed int, skip ...*download) dpResult {
 	t.Helper()
 	r := dpResult{what: what, copies: float64(wanBytes) / float64(c.bytes), bound: time.Duration(needed) * c.took}
+	byTime := slices.SortedFunc(slices.Values(b.dls), func(a, b *download) int { return cmp.Compare(a.took, b.took) })
+	for _, dl := range byTime {
+		if !slices.Contains(skip, dl) {
+			r.took = append(r.took, fmt.Sprintf("%s %.1fs", dl.h.Name, dl.took.Seconds()))
+		}
+	}
 	for _, dl := range b.dls {
 		if slices.Contains(skip, dl) {
 			continue

@@ -342,16 +342,18 @@ func (r *run) segment(ctx context.Context, i int) error {
 	}
 	s := &r.segs[i]
 	a := segAudit{peers: map[string]int64{}}
-	put := false
-	if s.desc != nil {
-		if err := r.known(ctx, i, &a); err != nil {
-			return err
-		}
+	put := s.desc == nil
+	var err error
+	if put {
+		err = r.plain(ctx, i, &a)
 	} else {
-		if err := r.plain(ctx, i, &a); err != nil {
-			return err
-		}
-		put = true
+		err = r.known(ctx, i, &a)
+	}
+	if err != nil {
+		// The bytes that came before the failure or the stop are in the
+		// audit too: a resumed job's records then add up to what crossed.
+		r.report(i, &a)
+		return err
 	}
 	if err := r.finish(i, put); err != nil {
 		return err

@@ -666,6 +666,11 @@ func TestPipelineResume(t *testing.T) {
 			if missing == int64(len(data)) && tc.after > content.SegmentSize {
 				t.Fatalf("nothing held after the first run")
 			}
+			// Every block held came from the origin in the first run, the
+			// segment it was stopped in included: its audit says so.
+			if got := prog.bySource()[jobs.SourceOrigin]; got < int64(len(data))-missing {
+				t.Fatalf("first run's audit: %d origin bytes, but it stored %d", got, int64(len(data))-missing)
+			}
 
 			before := bc.n.Load()
 			w.Resume, w.Checkpoint = true, prog.ckpt
