@@ -364,8 +364,9 @@ func fetchRight(t *testing.T, a *agent, url, sum string, extra ...string) {
 // key is the same and the catalog entry now describes the wrong bytes.
 // A non-leader's job uses the entry (the Red Leader's cache still holds
 // A's blocks, which verify against it), is caught by the origin's digest,
-// drops the entry and completes with B — exit 0, B's SHA-256; so does a
-// third agent's job after it.
+// starts over without the entry and completes with B — exit 0, B's
+// SHA-256, its log saying why; so does a third agent's job after it. (The
+// entry stays in the catalog: logged.)
 func TestDataPathDigestCatalog(t *testing.T) {
 	t.Parallel()
 	const (
