@@ -250,6 +250,7 @@ func (a *Agent) contentSecret() []byte {
 func (a *Agent) followRole(held bool) {
 	if a.jobs != nil && a.jobs.data != nil {
 		a.jobs.data.wan.SetRole(held)
+		a.jobs.data.single.RoleChanged() // a former Red Leader serves no demand
 	}
 }
 

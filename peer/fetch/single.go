@@ -1,16 +1,19 @@
 package fetch
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -83,16 +86,19 @@ type SingleFlightConfig struct {
 	// for demands (removed when each ends; the content stays in the cache).
 	DemandDir string
 	// PublishServed, if set, receives the ranking inputs of the demands the
-	// Red Leader serves whenever they change: the highest priority among
-	// the contents members polled within election.DemandIdle (done or not:
-	// they still fetch its blocks from the Red Leader), and as progress the
-	// length of the largest such content at that priority
-	// (election.PriorityNone and 0 when none). Every member fetching that
-	// content gets it through the Red Leader, so none can be ahead of it;
-	// its held bytes would let gossip lag (a member's fresh count against
-	// the Red Leader's older one) displace it mid-download. The agent
-	// publishes the higher of its jobs' inputs and these, so that a peer
-	// with an equal-priority job does not displace the Red Leader.
+	// Red Leader serves whenever they change (election.PriorityNone and 0
+	// when it serves none, and always once it has lost the role). The
+	// priority is the highest that at least two members demand (polled
+	// within election.DemandIdle; the content done or not: they still fetch
+	// its blocks from the Red Leader): a peer with an equal-priority job
+	// then does not displace the Red Leader, while a single member that
+	// needs something more urgently than anyone else takes the seat (and
+	// the leader rate) for itself. The progress is the length of the
+	// largest content demanded at that priority or above: every member
+	// fetching it gets it through the Red Leader, so none can be ahead of
+	// it; its held bytes would let gossip lag (a member's fresh count
+	// against the Red Leader's older one) displace it mid-download. The
+	// agent publishes the higher of its jobs' inputs and these.
 	PublishServed func(prio election.Priority, progress uint64)
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
@@ -282,13 +288,20 @@ type flight struct {
 	length  int64
 	segs    []content.Segment // published descriptions, from the first, in order
 	held    int64
-	sha     string // the content's SHA-256 when known
-	done    bool   // every segment published
-	err     string // the last owner's failure
-	prio    election.Priority
-	polled  time.Time     // the last demand poll
-	demand  bool          // a download for demands runs (or is starting)
-	changed chan struct{} // closed and replaced on every change
+	sha     string              // the content's SHA-256 when known
+	done    bool                // every segment published
+	err     string              // the last owner's failure
+	prio    election.Priority   // the highest demanded (the download runs at it)
+	members map[string]demander // who demands it, by node
+	polled  time.Time           // the last demand poll
+	demand  bool                // a download for demands runs (or is starting)
+	changed chan struct{}       // closed and replaced on every change
+}
+
+// demander is one member's demand of a flight.
+type demander struct {
+	prio   election.Priority
+	polled time.Time
 }
 
 // notifyLocked wakes the waiters. f.mu must be held.
@@ -315,7 +328,7 @@ func (s *SingleFlight) flightOf(key string) *flight {
 	defer s.mu.Unlock()
 	f := s.flights[key]
 	if f == nil {
-		f = &flight{key: key, changed: make(chan struct{})}
+		f = &flight{key: key, changed: make(chan struct{}), members: map[string]demander{}}
 		s.flights[key] = f
 	}
 	return f
@@ -353,6 +366,7 @@ func (s *SingleFlight) Demand(ctx context.Context, d election.Demand) (election.
 	f.mu.Lock()
 	f.polled = time.Now()
 	f.prio = max(f.prio, d.Priority)
+	f.members[d.From] = demander{prio: d.Priority, polled: f.polled}
 	if f.url == "" {
 		f.url = d.URL
 	}
@@ -459,25 +473,14 @@ func (s *SingleFlight) endDemand(f *flight, err error) {
 	s.publishServed()
 }
 
-// publishServed recomputes the ranking inputs of the demands served
-// (contents polled within election.DemandIdle that are complete or whose
-// download did not fail) and publishes them on change.
+// publishServed recomputes the ranking inputs of the demands served (see
+// SingleFlightConfig.PublishServed) and publishes them on change.
 func (s *SingleFlight) publishServed() {
-	now := time.Now()
-	s.mu.Lock()
 	var top servedRank
-	for _, f := range s.flights {
-		f.mu.Lock()
-		if (f.done || f.err == "") && now.Sub(f.polled) < election.DemandIdle {
-			switch n := uint64(max(f.length, 0)); {
-			case f.prio > top.prio:
-				top = servedRank{f.prio, n}
-			case f.prio == top.prio:
-				top.progress = max(top.progress, n)
-			}
-		}
-		f.mu.Unlock()
+	if s.leader() {
+		top = s.servedNow(time.Now())
 	}
+	s.mu.Lock()
 	changed := top != s.served
 	s.served = top
 	s.mu.Unlock()
@@ -485,6 +488,51 @@ func (s *SingleFlight) publishServed() {
 		s.cfg.PublishServed(top.prio, top.progress)
 	}
 }
+
+// servedNow is what the live demands give: the second-highest of the
+// members' priorities (each member's highest over the contents it polled
+// within election.DemandIdle that are complete or not failed), and the
+// largest such content demanded at that priority or above.
+func (s *SingleFlight) servedNow(now time.Time) servedRank {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	best := map[string]election.Priority{}
+	type live struct {
+		length int64
+		prio   election.Priority
+	}
+	var flights []live
+	for _, f := range s.flights {
+		f.mu.Lock()
+		if f.done || f.err == "" {
+			l := live{length: f.length}
+			for node, d := range f.members {
+				if now.Sub(d.polled) < election.DemandIdle {
+					best[node] = max(best[node], d.prio)
+					l.prio = max(l.prio, d.prio)
+				}
+			}
+			flights = append(flights, l)
+		}
+		f.mu.Unlock()
+	}
+	prios := slices.SortedFunc(maps.Values(best), func(a, b election.Priority) int { return cmp.Compare(b, a) })
+	if len(prios) < 2 || prios[1] == election.PriorityNone {
+		return servedRank{}
+	}
+	top := servedRank{prio: prios[1]}
+	for _, l := range flights {
+		if l.prio >= top.prio {
+			top.progress = max(top.progress, uint64(max(l.length, 0)))
+		}
+	}
+	return top
+}
+
+// RoleChanged republishes the ranking inputs of the demands served: an
+// agent that lost the Red Leader role serves none (call it on every role
+// change).
+func (s *SingleFlight) RoleChanged() { s.publishServed() }
 
 // Served returns the highest priority of the demands served now and the
 // progress published with it.
@@ -510,6 +558,11 @@ func (s *SingleFlight) tidyLoop() {
 		for k, f := range s.flights {
 			f.mu.Lock()
 			idle := f.runs == 0 && !f.demand && now.Sub(f.polled) >= election.DemandIdle
+			for node, d := range f.members {
+				if now.Sub(d.polled) >= election.DemandIdle {
+					delete(f.members, node)
+				}
+			}
 			f.mu.Unlock()
 			if idle {
 				delete(s.flights, k)

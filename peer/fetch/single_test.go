@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -494,3 +495,76 @@ func TestCatalogSegmentsRoundTrip(t *testing.T) {
 		t.Errorf("a generated segment does not pass the catalog's shape check: %v", err)
 	}
 }
+
+// TestServedRank: the Red Leader's ranking inputs from the demands it
+// serves — the second-highest member priority (so one member with a more
+// urgent job can take the seat, two with equal jobs cannot), the largest
+// content demanded at that priority or above as progress, nothing from
+// idle or failed demands, and nothing at all once the role is lost.
+func TestServedRank(t *testing.T) {
+	now := time.Now()
+	old := now.Add(-election.DemandIdle)
+	type dm struct {
+		key, node string
+		prio      election.Priority
+		at        time.Time
+	}
+	const (
+		normal, high = election.PriorityNormal, election.PriorityHigh
+	)
+	cases := []struct {
+		name    string
+		demands []dm
+		failed  string // this flight's download failed (not done)
+		leader  bool
+		want    servedRank
+	}{
+		{"no demand", nil, "", true, servedRank{}},
+		{"one member", []dm{{"a", "m1", high, now}}, "", true, servedRank{}},
+		{"two members, equal", []dm{{"a", "m1", normal, now}, {"a", "m2", normal, now}}, "", true, servedRank{normal, 100}},
+		{"one high, one normal", []dm{{"a", "m1", high, now}, {"b", "m2", normal, now}}, "", true, servedRank{normal, 200}},
+		{"two high on the small content", []dm{{"a", "m1", normal, now}, {"b", "m2", high, now}, {"b", "m3", high, now}}, "", true,
+			servedRank{high, 200}},
+		{"a member's highest counts once", []dm{{"a", "m1", high, now}, {"b", "m1", high, now}}, "", true, servedRank{}},
+		{"idle demand", []dm{{"a", "m1", normal, now}, {"a", "m2", normal, old}}, "", true, servedRank{}},
+		{"failed download", []dm{{"a", "m1", normal, now}, {"a", "m2", normal, now}}, "a", true, servedRank{}},
+		{"not the Red Leader", []dm{{"a", "m1", normal, now}, {"a", "m2", normal, now}}, "", false, servedRank{}},
+	}
+	lengths := map[string]int64{"a": 100, "b": 200}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []servedRank
+			role := &switchRole{}
+			role.Store(tc.leader)
+			s := NewSingleFlight(SingleFlightConfig{Role: role,
+				PublishServed: func(p election.Priority, n uint64) { got = append(got, servedRank{p, n}) }})
+			defer s.Close()
+			for _, d := range tc.demands {
+				f := s.flightOf(d.key)
+				f.length = lengths[d.key]
+				f.members[d.node] = demander{prio: d.prio, polled: d.at}
+				if d.key == tc.failed {
+					f.err = "origin refused"
+				}
+			}
+			s.publishServed()
+			if p, n := s.Served(); (servedRank{p, n}) != tc.want {
+				t.Fatalf("served %v, want %v", servedRank{p, n}, tc.want)
+			}
+			if tc.want != (servedRank{}) && (len(got) != 1 || got[0] != tc.want) {
+				t.Fatalf("published %v, want [%v]", got, tc.want)
+			}
+			// Losing the role publishes nothing served.
+			role.Store(false)
+			s.RoleChanged()
+			if p, n := s.Served(); p != election.PriorityNone || n != 0 {
+				t.Fatalf("after the role ended: served %v %d", p, n)
+			}
+		})
+	}
+}
+
+// switchRole is a Role a test switches.
+type switchRole struct{ atomic.Bool }
+
+func (r *switchRole) Leader() bool { return r.Load() }
