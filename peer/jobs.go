@@ -39,7 +39,7 @@ func (a *Agent) startJobs() error {
 		data.Close()
 		return fmt.Errorf("open jobs: %w", err)
 	}
-	if err := a.reg.Register(newJobsCollector(m)); err != nil {
+	if err := a.reg.Register(newJobsCollector(m, data.single.DemandBytes)); err != nil {
 		m.Close()
 		data.Close()
 		return fmt.Errorf("jobs metrics: %w", err)
@@ -92,12 +92,16 @@ func (r rankPublisher) PublishRank(p election.Priority, progress uint64) {
 
 // jobsCollector exports the jobs' metrics, read at scrape time.
 type jobsCollector struct {
-	m                          *jobs.Manager
-	state, bytes, originReason *prometheus.Desc
+	m                                       *jobs.Manager
+	demand                                  func() jobs.Bytes
+	state, bytes, originReason, demandBytes *prometheus.Desc
 }
 
-func newJobsCollector(m *jobs.Manager) *jobsCollector {
-	return &jobsCollector{m: m,
+func newJobsCollector(m *jobs.Manager, demand func() jobs.Bytes) *jobsCollector {
+	return &jobsCollector{m: m, demand: demand,
+		demandBytes: prometheus.NewDesc("redleader_demand_bytes_total",
+			"Bytes this agent fetched as Red Leader for members' demands, outside its own jobs (into its cache), by source (cache, peer, origin).",
+			[]string{"source"}, nil),
 		state: prometheus.NewDesc("redleader_jobs", "Download jobs by state.", []string{"state"}, nil),
 		bytes: prometheus.NewDesc("redleader_job_bytes_total",
 			"Bytes received by download jobs since the agent started, by source (cache, peer, origin).", []string{"source"}, nil),
@@ -110,6 +114,7 @@ func (c *jobsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.state
 	ch <- c.bytes
 	ch <- c.originReason
+	ch <- c.demandBytes
 }
 
 func (c *jobsCollector) Collect(ch chan<- prometheus.Metric) {
@@ -123,6 +128,10 @@ func (c *jobsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, r := range jobs.Reasons {
 		ch <- prometheus.MustNewConstMetric(c.originReason, prometheus.CounterValue, float64(t.OriginByReason[r]), string(r))
+	}
+	d := c.demand()
+	for src, n := range map[jobs.Source]int64{jobs.SourceCache: d.Cache, jobs.SourcePeer: d.Peers, jobs.SourceOrigin: d.Origin} {
+		ch <- prometheus.MustNewConstMetric(c.demandBytes, prometheus.CounterValue, float64(n), string(src))
 	}
 }
 

@@ -120,6 +120,7 @@ type SingleFlight struct {
 	pipe    *Pipeline
 	flights map[string]*flight // by content key ID
 	served  servedRank
+	demand  jobs.Bytes // what the downloads for demands fetched, by source
 }
 
 // servedRank is the ranking input the demands served give the Red Leader.
@@ -453,7 +454,7 @@ func (s *SingleFlight) startDemand(f *flight, d election.Demand) bool {
 			}
 		}()
 		s.log.Info("single flight: fetching demanded content", "key", f.key[:16], "priority", d.Priority)
-		_, err := p.runFor(ctx, w, discardProgress{}, f.key)
+		_, err := p.runFor(ctx, w, demandProgress{s}, f.key)
 		_ = removeData(w.DataPath)
 		s.endDemand(f, err)
 	})
@@ -573,12 +574,26 @@ func (s *SingleFlight) tidyLoop() {
 	}
 }
 
-// discardProgress is the Progress of downloads run for demands: the
-// flight's own progress (held bytes) is taken by the run itself.
-type discardProgress struct{}
+// DemandBytes returns what the downloads run for demands (no job of this
+// agent's) fetched since it started, by source and origin reason.
+func (s *SingleFlight) DemandBytes() jobs.Bytes {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.demand.Clone()
+}
 
-func (discardProgress) SetTotal(int64)                {}
-func (discardProgress) SetHeld(int64)                 {}
-func (discardProgress) Fetched(jobs.From, int64)      {}
-func (discardProgress) Audit(jobs.AuditRecord)        {}
-func (discardProgress) Checkpoint(state []byte) error { return nil }
+// demandProgress is the Progress of downloads run for demands: they are no
+// job, so only the bytes they fetch are counted (DemandBytes); the flight's
+// own progress (held bytes) is taken by the run itself.
+type demandProgress struct{ s *SingleFlight }
+
+func (demandProgress) SetTotal(int64)                {}
+func (demandProgress) SetHeld(int64)                 {}
+func (demandProgress) Audit(jobs.AuditRecord)        {}
+func (demandProgress) Checkpoint(state []byte) error { return nil }
+
+func (p demandProgress) Fetched(from jobs.From, n int64) {
+	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
+	p.s.demand.Add(from, n)
+}

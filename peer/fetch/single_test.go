@@ -568,3 +568,36 @@ func TestServedRank(t *testing.T) {
 type switchRole struct{ atomic.Bool }
 
 func (r *switchRole) Leader() bool { return r.Load() }
+
+// TestSingleFlightDemandOnly: the Red Leader has no job of its own; the two
+// other agents' demands make it fetch the content into its cache, and
+// what it fetched is counted (DemandBytes, the agent's
+// redleader_demand_bytes_total), since no job's audit holds it.
+func TestSingleFlightDemandOnly(t *testing.T) {
+	data := testContent(twoSegments, 43)
+	f := &plainFile{etag: `"d1"`, ranges: true}
+	f.set(data, `"d1"`, time.Time{})
+	url, bc, _ := plainOrigin(t, f)
+	agents := startSubnet(t, subnetOpts{n: 3, fallbackDelay: time.Minute, appointWait: time.Minute,
+		checkURL: allowOrigin(strings.TrimSuffix(url, "/f"))})
+	red := redOf(agents)
+	var others []*agent
+	for _, a := range agents {
+		if a != red {
+			others = append(others, a)
+		}
+	}
+	for _, o := range runJobs(t, others, url) {
+		checkDone(t, o.res, o.err, o.w, o.prog, data)
+		if src := o.prog.bySource(); src[jobs.SourceOrigin] != 0 {
+			t.Errorf("agent %d: bytes by source %v, want none from the origin", o.a.i, src)
+		}
+	}
+	got := red.flight.DemandBytes()
+	if got.Origin != int64(len(data)) || got.OriginByReason[jobs.ReasonRedLeaderFetch] != got.Origin {
+		t.Errorf("Red Leader's demand downloads: %+v, want %d origin bytes (red_leader_fetch)", got, len(data))
+	}
+	if n := bc.n.Load(); n > int64(len(data))*11/10 {
+		t.Errorf("origin served %d bytes for %d of content", n, len(data))
+	}
+}

@@ -167,6 +167,13 @@ type Bytes struct {
 	OriginByReason map[Reason]int64 `json:"origin_by_reason,omitempty"`
 }
 
+// Add counts n bytes from f (for bytes fetched outside a job: the Red
+// Leader's downloads for members' demands).
+func (b *Bytes) Add(f From, n int64) { b.add(f, n) }
+
+// Clone returns a copy of b that shares nothing with it.
+func (b Bytes) Clone() Bytes { return b.clone() }
+
 func (b *Bytes) add(f From, n int64) {
 	switch f.Source {
 	case SourceCache:
