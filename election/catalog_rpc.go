@@ -91,6 +91,10 @@ type Demand struct {
 	// "more bytes" then means enough more to be worth a round of block
 	// fetches (the handler decides how many), not every block.
 	Held int64 `json:"held,omitempty"`
+	// Length is the content's length as the member's origin gave it: the
+	// Red Leader's progress while it serves the content, before a run of
+	// its own learns the length.
+	Length int64 `json:"length,omitempty"`
 }
 
 // DemandReply is the Red Leader's answer to a demand.

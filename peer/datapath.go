@@ -41,10 +41,7 @@ type dataPath struct {
 	rankMu       sync.Mutex
 	jobsPriority election.Priority // highest of the active jobs
 	jobsProgress uint64
-	// served and servedProgress: the demands served (Red Leader), see
-	// fetch.SingleFlightConfig.PublishServed.
-	served         election.Priority
-	servedProgress uint64
+	served       fetch.Served // the demands served (Red Leader)
 }
 
 // newDataPath builds the pipeline on the agent's cache (startContent runs
@@ -88,7 +85,8 @@ func (a *Agent) newDataPath(log *slog.Logger) (*dataPath, error) {
 		FallbackDelay: a.cfg.Shaping.WANFallbackDelay,
 		AppointWait:   (e.ConfirmTimeout + e.CheckinTimeout) * m,
 		DemandDir:     filepath.Join(a.cfg.DataDir, "demand"),
-		PublishServed: func(p election.Priority, n uint64) { a.publishServed(d, p, n) },
+		PublishServed: func(sv fetch.Served) { a.publishServed(d, sv) },
+		Node:          a.id,
 		Logger:        log,
 	})
 	pipeline := func(origin *fetch.Origin) (*fetch.Pipeline, error) {
@@ -183,26 +181,26 @@ func (a *Agent) peerAddr() string {
 
 // publishServed records the ranking inputs of the demands the Red Leader
 // serves and republishes the agent's.
-func (a *Agent) publishServed(d *dataPath, p election.Priority, progress uint64) {
+func (a *Agent) publishServed(d *dataPath, sv fetch.Served) {
 	d.rankMu.Lock()
-	d.served, d.servedProgress = p, progress
+	d.served = sv
 	prio, prog := d.rankLocked()
 	d.rankMu.Unlock()
 	a.updateMeta(func(m *Meta) { m.Priority, m.Progress = prio, prog })
 	a.publishMeta()
 }
 
-// rankLocked combines the jobs' ranking inputs with the demands served:
-// the higher priority, with its progress (the larger one when equal).
+// rankLocked combines the jobs' ranking inputs with the demands served: the
+// higher priority, with the larger progress at it (the jobs' when theirs,
+// the length of the content members demand at it or above).
 // d.rankMu must be held.
 func (d *dataPath) rankLocked() (election.Priority, uint64) {
-	switch {
-	case d.served > d.jobsPriority:
-		return d.served, d.servedProgress
-	case d.served == d.jobsPriority:
-		return d.served, max(d.jobsProgress, d.servedProgress)
+	prio := max(d.jobsPriority, d.served.Priority)
+	progress := d.served.Length[prio]
+	if d.jobsPriority == prio {
+		progress = max(progress, d.jobsProgress)
 	}
-	return d.jobsPriority, d.jobsProgress
+	return prio, progress
 }
 
 // demandHandler hands the election's demand RPC to the single flight.
@@ -256,8 +254,10 @@ func (a *Agent) followRole(held bool) {
 
 // followPolicy sets the rates of the committed policy: the LAN rate of
 // the blocks served and the WAN rates. A rate the policy leaves empty, or
-// that does not parse, keeps the configured one.
+// that does not parse, keeps the configured one (the live config's: a
+// reload may change it).
 func (a *Agent) followPolicy(p election.Policy) {
+	conf := a.liveConfig().Shaping
 	rate := func(s string, def shaping.Rate) shaping.Rate {
 		if r, err := shaping.ParseRate(s); err == nil {
 			return r
@@ -265,10 +265,10 @@ func (a *Agent) followPolicy(p election.Policy) {
 		return def
 	}
 	if a.content != nil {
-		a.content.lan.SetRate(rate(p.LANRate, a.cfg.Shaping.LANRate))
+		a.content.lan.SetRate(rate(p.LANRate, conf.LANRate))
 	}
 	if a.jobs == nil || a.jobs.data == nil {
 		return
 	}
-	a.jobs.data.wan.SetPolicy(rate(p.LeaderRate, a.cfg.Shaping.LeaderRate), rate(p.PeerRate, a.cfg.Shaping.PeerRate))
+	a.jobs.data.wan.SetPolicy(rate(p.LeaderRate, conf.LeaderRate), rate(p.PeerRate, conf.PeerRate))
 }

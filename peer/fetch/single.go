@@ -85,21 +85,16 @@ type SingleFlightConfig struct {
 	// DemandDir holds the data files of the downloads the Red Leader runs
 	// for demands (removed when each ends; the content stays in the cache).
 	DemandDir string
-	// PublishServed, if set, receives the ranking inputs of the demands the
-	// Red Leader serves whenever they change (election.PriorityNone and 0
-	// when it serves none, and always once it has lost the role). The
-	// priority is the highest that at least two members demand (polled
-	// within election.DemandIdle; the content done or not: they still fetch
-	// its blocks from the Red Leader): a peer with an equal-priority job
-	// then does not displace the Red Leader, while a single member that
-	// needs something more urgently than anyone else takes the seat (and
-	// the leader rate) for itself. The progress is the length of the
-	// largest content demanded at that priority or above: every member
-	// fetching it gets it through the Red Leader, so none can be ahead of
-	// it; its held bytes would let gossip lag (a member's fresh count
-	// against the Red Leader's older one) displace it mid-download. The
-	// agent publishes the higher of its jobs' inputs and these.
-	PublishServed func(prio election.Priority, progress uint64)
+	// PublishServed, if set, receives the ranking inputs the demands the
+	// Red Leader serves give it (Served) whenever they change, and a zero
+	// Served once the seat is another node's. The agent publishes the
+	// higher priority of its jobs' and Served.Priority, with the larger of
+	// its job's progress and Served.Length at that priority.
+	PublishServed func(Served)
+	// Node is this agent's node ID: the served inputs stay while the
+	// committed seat is this node's, through a lease that lapses for a
+	// moment (a loaded Raft leader), so that the seat does not move then.
+	Node string
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -119,14 +114,26 @@ type SingleFlight struct {
 	mu      sync.Mutex
 	pipe    *Pipeline
 	flights map[string]*flight // by content key ID
-	served  servedRank
+	served  Served
 	demand  jobs.Bytes // what the downloads for demands fetched, by source
 }
 
-// servedRank is the ranking input the demands served give the Red Leader.
-type servedRank struct {
-	prio     election.Priority
-	progress uint64
+// Served is what the demands a Red Leader serves give its ranking inputs
+// (the members polled within election.DemandIdle; the content done or not:
+// they still fetch its blocks from the Red Leader).
+type Served struct {
+	// Priority is the highest priority that at least two members demand:
+	// a peer with an equal-priority job then does not displace the Red
+	// Leader, while a single member that needs something more urgently
+	// than anyone else takes the seat (and the leader rate) for itself.
+	Priority election.Priority
+	// Length[p] is the length of the largest content a member demands at
+	// priority p or above: the progress the Red Leader publishes with
+	// priority p. Every member fetching that content gets it through the
+	// Red Leader, so none can be ahead of it; its held bytes would let
+	// gossip lag, or members fetching from the LAN while a new Red Leader
+	// starts, displace it ("progress more than 10% ahead").
+	Length [election.PriorityForeground + 1]uint64
 }
 
 var (
@@ -368,6 +375,11 @@ func (s *SingleFlight) Demand(ctx context.Context, d election.Demand) (election.
 	f.polled = time.Now()
 	f.prio = max(f.prio, d.Priority)
 	f.members[d.From] = demander{prio: d.Priority, polled: f.polled}
+	if f.length == 0 && f.runs == 0 {
+		// The member's Identify gave the length; a run of this agent's,
+		// once attached, sets the one the origin tells it.
+		f.length = d.Length
+	}
 	if f.url == "" {
 		f.url = d.URL
 	}
@@ -477,8 +489,8 @@ func (s *SingleFlight) endDemand(f *flight, err error) {
 // publishServed recomputes the ranking inputs of the demands served (see
 // SingleFlightConfig.PublishServed) and publishes them on change.
 func (s *SingleFlight) publishServed() {
-	var top servedRank
-	if s.leader() {
+	var top Served
+	if s.leader() || s.holdsSeat() {
 		top = s.servedNow(time.Now())
 	}
 	s.mu.Lock()
@@ -486,61 +498,62 @@ func (s *SingleFlight) publishServed() {
 	s.served = top
 	s.mu.Unlock()
 	if changed && s.cfg.PublishServed != nil {
-		s.cfg.PublishServed(top.prio, top.progress)
+		s.cfg.PublishServed(top)
 	}
+}
+
+// holdsSeat reports whether the committed, confirmed seat is this node's.
+func (s *SingleFlight) holdsSeat() bool {
+	sub := s.subnet()
+	if sub == nil || s.cfg.Node == "" {
+		return false
+	}
+	seat, ok := sub.RedLeaderSeat()
+	return ok && seat.Node == s.cfg.Node
 }
 
 // servedNow is what the live demands give: the second-highest of the
 // members' priorities (each member's highest over the contents it polled
-// within election.DemandIdle that are complete or not failed), and the
-// largest such content demanded at that priority or above.
-func (s *SingleFlight) servedNow(now time.Time) servedRank {
+// within election.DemandIdle that are complete or not failed), and per
+// priority the largest such content demanded at it or above.
+func (s *SingleFlight) servedNow(now time.Time) Served {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	best := map[string]election.Priority{}
-	type live struct {
-		length int64
-		prio   election.Priority
-	}
-	var flights []live
+	var out Served
 	for _, f := range s.flights {
 		f.mu.Lock()
 		if f.done || f.err == "" {
-			l := live{length: f.length}
+			top, demanded := election.PriorityNone, false
 			for node, d := range f.members {
 				if now.Sub(d.polled) < election.DemandIdle {
 					best[node] = max(best[node], d.prio)
-					l.prio = max(l.prio, d.prio)
+					top, demanded = max(top, d.prio), true
 				}
 			}
-			flights = append(flights, l)
+			for p := election.PriorityNone; demanded && p <= top; p++ {
+				out.Length[p] = max(out.Length[p], uint64(max(f.length, 0)))
+			}
 		}
 		f.mu.Unlock()
 	}
 	prios := slices.SortedFunc(maps.Values(best), func(a, b election.Priority) int { return cmp.Compare(b, a) })
-	if len(prios) < 2 || prios[1] == election.PriorityNone {
-		return servedRank{}
+	if len(prios) >= 2 {
+		out.Priority = prios[1]
 	}
-	top := servedRank{prio: prios[1]}
-	for _, l := range flights {
-		if l.prio >= top.prio {
-			top.progress = max(top.progress, uint64(max(l.length, 0)))
-		}
-	}
-	return top
+	return out
 }
 
-// RoleChanged republishes the ranking inputs of the demands served: an
-// agent that lost the Red Leader role serves none (call it on every role
-// change).
+// RoleChanged republishes the ranking inputs of the demands served (call
+// it on every role change): an agent whose seat went to another node
+// serves none.
 func (s *SingleFlight) RoleChanged() { s.publishServed() }
 
-// Served returns the highest priority of the demands served now and the
-// progress published with it.
-func (s *SingleFlight) Served() (election.Priority, uint64) {
+// Served returns the ranking inputs the demands served give now.
+func (s *SingleFlight) Served() Served {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.served.prio, s.served.progress
+	return s.served
 }
 
 // tidyLoop forgets flights nobody runs or polls any more and keeps the

@@ -193,7 +193,8 @@ func (fr *flightRun) demand(r *run, wait time.Duration) election.Demand {
 	if r.id.Info != nil {
 		have = len(r.segs) // the content information gave every description
 	}
-	d := election.Demand{URL: r.w.Request.URL, Priority: r.w.Request.Priority, Key: fr.key, Have: have, Wait: wait, Held: fr.rlHeld}
+	d := election.Demand{URL: r.w.Request.URL, Priority: r.w.Request.Priority, Key: fr.key, Have: have, Wait: wait, Held: fr.rlHeld,
+		Length: r.id.Length}
 	if sha := r.w.Request.SHA256; len(sha) == 64 {
 		d.SHA256 = sha
 	}

@@ -147,7 +147,7 @@ type agent struct {
 	pccrr  string // its MS-PCCRR address
 	pipe   *Pipeline
 	flight *SingleFlight
-	served []servedRank
+	served []Served
 	mu     sync.Mutex
 }
 
@@ -215,11 +215,12 @@ func startSubnet(t *testing.T, o subnetOpts) []*agent {
 			Subnet: func() Subnet { return a.node }, Secret: func() []byte { return a.node.State().Secret }, Role: a,
 			CheckURL: check, PeerAddr: func() string { return a.pccrr }, FallbackDelay: o.fallbackDelay, AppointWait: o.appointWait,
 			DemandDir: t.TempDir(), Logger: log,
-			PublishServed: func(p election.Priority, n uint64) {
+			PublishServed: func(sv Served) {
 				a.mu.Lock()
-				a.served = append(a.served, servedRank{p, n})
+				a.served = append(a.served, sv)
 				a.mu.Unlock()
 			},
+			Node: id,
 		})
 		a.pipe = pipe(t, PipelineConfig{Cache: a.cache, Prober: lanProber{a, &agents}, Peers: peers, Role: a,
 			Secret: func() []byte { return a.node.State().Secret }, Catalog: a.flight, Logger: log})
@@ -370,10 +371,12 @@ func TestSingleFlightSubnet(t *testing.T) {
 	// The Red Leader published the priority it served while it did, with
 	// the content's length as its progress (no member can be ahead of it).
 	red.mu.Lock()
-	served := append([]servedRank(nil), red.served...)
+	served := append([]Served(nil), red.served...)
 	red.mu.Unlock()
-	if !slices.Contains(served, servedRank{election.PriorityNormal, uint64(len(data))}) {
-		t.Errorf("ranking inputs published by the Red Leader: %v, want {normal %d} among them", served, len(data))
+	if !slices.ContainsFunc(served, func(sv Served) bool {
+		return sv.Priority == election.PriorityNormal && sv.Length[election.PriorityNormal] == uint64(len(data))
+	}) {
+		t.Errorf("ranking inputs published by the Red Leader: %v, want normal with %d among them", served, len(data))
 	}
 }
 
@@ -498,9 +501,10 @@ func TestCatalogSegmentsRoundTrip(t *testing.T) {
 
 // TestServedRank: the Red Leader's ranking inputs from the demands it
 // serves — the second-highest member priority (so one member with a more
-// urgent job can take the seat, two with equal jobs cannot), the largest
-// content demanded at that priority or above as progress, nothing from
-// idle or failed demands, and nothing at all once the role is lost.
+// urgent job can take the seat, two with equal jobs cannot), per priority
+// the largest content demanded at it or above as progress, nothing from
+// idle or failed demands, and nothing once the seat is another node's
+// (but kept through a lapsed lease while the seat is still this node's).
 func TestServedRank(t *testing.T) {
 	now := time.Now()
 	old := now.Add(-election.DemandIdle)
@@ -510,34 +514,41 @@ func TestServedRank(t *testing.T) {
 		at        time.Time
 	}
 	const (
-		normal, high = election.PriorityNormal, election.PriorityHigh
+		none, normal, high = election.PriorityNone, election.PriorityNormal, election.PriorityHigh
 	)
+	// lengths of the contents: a 100, b 200.
+	lengths := map[string]int64{"a": 100, "b": 200}
 	cases := []struct {
 		name    string
 		demands []dm
 		failed  string // this flight's download failed (not done)
-		leader  bool
-		want    servedRank
+		prio    election.Priority
+		length  map[election.Priority]uint64 // Length at these priorities (others 0 above the top)
 	}{
-		{"no demand", nil, "", true, servedRank{}},
-		{"one member", []dm{{"a", "m1", high, now}}, "", true, servedRank{}},
-		{"two members, equal", []dm{{"a", "m1", normal, now}, {"a", "m2", normal, now}}, "", true, servedRank{normal, 100}},
-		{"one high, one normal", []dm{{"a", "m1", high, now}, {"b", "m2", normal, now}}, "", true, servedRank{normal, 200}},
-		{"two high on the small content", []dm{{"a", "m1", normal, now}, {"b", "m2", high, now}, {"b", "m3", high, now}}, "", true,
-			servedRank{high, 200}},
-		{"a member's highest counts once", []dm{{"a", "m1", high, now}, {"b", "m1", high, now}}, "", true, servedRank{}},
-		{"idle demand", []dm{{"a", "m1", normal, now}, {"a", "m2", normal, old}}, "", true, servedRank{}},
-		{"failed download", []dm{{"a", "m1", normal, now}, {"a", "m2", normal, now}}, "a", true, servedRank{}},
-		{"not the Red Leader", []dm{{"a", "m1", normal, now}, {"a", "m2", normal, now}}, "", false, servedRank{}},
+		{"no demand", nil, "", none, map[election.Priority]uint64{none: 0, normal: 0}},
+		{"one member: its length, not its priority", []dm{{"a", "m1", high, now}}, "", none,
+			map[election.Priority]uint64{none: 100, normal: 100, high: 100, election.PriorityForeground: 0}},
+		{"two members, equal", []dm{{"a", "m1", normal, now}, {"a", "m2", normal, now}}, "", normal,
+			map[election.Priority]uint64{normal: 100, high: 0}},
+		{"one high, one normal", []dm{{"a", "m1", high, now}, {"b", "m2", normal, now}}, "", normal,
+			map[election.Priority]uint64{normal: 200, high: 100}},
+		{"two high on the larger content", []dm{{"a", "m1", normal, now}, {"b", "m2", high, now}, {"b", "m3", high, now}}, "", high,
+			map[election.Priority]uint64{normal: 200, high: 200}},
+		{"a member's highest counts once", []dm{{"a", "m1", high, now}, {"b", "m1", high, now}}, "", none,
+			map[election.Priority]uint64{high: 200}},
+		{"idle demand", []dm{{"a", "m1", normal, now}, {"a", "m2", normal, old}}, "", none,
+			map[election.Priority]uint64{normal: 100}},
+		{"failed download", []dm{{"a", "m1", normal, now}, {"a", "m2", normal, now}}, "a", none,
+			map[election.Priority]uint64{none: 0, normal: 0}},
 	}
-	lengths := map[string]int64{"a": 100, "b": 200}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var got []servedRank
+			var got []Served
 			role := &switchRole{}
-			role.Store(tc.leader)
-			s := NewSingleFlight(SingleFlightConfig{Role: role,
-				PublishServed: func(p election.Priority, n uint64) { got = append(got, servedRank{p, n}) }})
+			role.Store(true)
+			seat := &seatSubnet{node: "me"}
+			s := NewSingleFlight(SingleFlightConfig{Role: role, Node: "me", Subnet: func() Subnet { return seat },
+				PublishServed: func(sv Served) { got = append(got, sv) }})
 			defer s.Close()
 			for _, d := range tc.demands {
 				f := s.flightOf(d.key)
@@ -548,26 +559,52 @@ func TestServedRank(t *testing.T) {
 				}
 			}
 			s.publishServed()
-			if p, n := s.Served(); (servedRank{p, n}) != tc.want {
-				t.Fatalf("served %v, want %v", servedRank{p, n}, tc.want)
+			sv := s.Served()
+			if sv.Priority != tc.prio {
+				t.Errorf("served priority %v, want %v", sv.Priority, tc.prio)
 			}
-			if tc.want != (servedRank{}) && (len(got) != 1 || got[0] != tc.want) {
-				t.Fatalf("published %v, want [%v]", got, tc.want)
+			for p, n := range tc.length {
+				if sv.Length[p] != n {
+					t.Errorf("length at %v: %d, want %d (%v)", p, sv.Length[p], n, sv.Length)
+				}
 			}
-			// Losing the role publishes nothing served.
+			if sv != (Served{}) && (len(got) != 1 || got[0] != sv) {
+				t.Errorf("published %v, want [%v]", got, sv)
+			}
+			// A lease that lapses while the seat is still this node's
+			// keeps the inputs; a seat that moved clears them.
 			role.Store(false)
 			s.RoleChanged()
-			if p, n := s.Served(); p != election.PriorityNone || n != 0 {
-				t.Fatalf("after the role ended: served %v %d", p, n)
+			if s.Served() != sv {
+				t.Errorf("lease lapsed, seat still mine: served %v, want %v", s.Served(), sv)
+			}
+			seat.set("another")
+			s.RoleChanged()
+			if s.Served() != (Served{}) {
+				t.Errorf("seat moved: served %v, want none", s.Served())
 			}
 		})
 	}
 }
 
-// switchRole is a Role a test switches.
-type switchRole struct{ atomic.Bool }
+// seatSubnet is an election whose confirmed seat a test sets.
+type seatSubnet struct {
+	noSeatSubnet
+	mu   sync.Mutex
+	node string
+}
 
-func (r *switchRole) Leader() bool { return r.Load() }
+func (s *seatSubnet) set(node string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.node = node
+}
+
+func (s *seatSubnet) RedLeaderSeat() (election.RedLeader, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return election.RedLeader{Node: s.node, Epoch: 1, ConfirmedAt: time.Unix(1, 0)}, true
+}
 
 // TestSingleFlightDemandOnly: the Red Leader has no job of its own; the two
 // other agents' demands make it fetch the content into its cache, and
@@ -601,3 +638,8 @@ func TestSingleFlightDemandOnly(t *testing.T) {
 		t.Errorf("origin served %d bytes for %d of content", n, len(data))
 	}
 }
+
+// switchRole is a Role a test switches.
+type switchRole struct{ atomic.Bool }
+
+func (r *switchRole) Leader() bool { return r.Load() }
