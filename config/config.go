@@ -150,8 +150,15 @@ type Config struct {
 	// (it may still vote).
 	NotLeaderMaterial bool `mapstructure:"not_leader_material" yaml:"not_leader_material"`
 
-	// LogLevel is one of debug, info, warn, error.
+	// LogLevel is one of debug, info, warn, error. A reload (SIGHUP,
+	// `redleader reload`) applies a new one at once.
 	LogLevel string `mapstructure:"log_level" yaml:"log_level"`
+
+	// LogFormat is text (key=value lines, for people and journald) or
+	// json (one JSON object per line, for log shippers: typed fields,
+	// nothing to parse, longer lines). Raft and memberlist lines go
+	// through the same handler at their real level. Needs a restart.
+	LogFormat string `mapstructure:"log_format" yaml:"log_format"`
 
 	// LANDiscovery finds the other agents of the subnet with no config.
 	LANDiscovery LANDiscovery `mapstructure:"lan_discovery" yaml:"lan_discovery"`
@@ -416,6 +423,11 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		bad("log_level", strconv.Quote(c.LogLevel), "want debug, info, warn or error")
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("log_format", strconv.Quote(c.LogFormat), "want text or json")
 	}
 	if g, err := netip.ParseAddr(c.LANDiscovery.Group); err != nil || !g.Is4() || !g.IsMulticast() {
 		bad("lan_discovery.group", strconv.Quote(c.LANDiscovery.Group), "not an IPv4 multicast address")

@@ -81,6 +81,7 @@ func Default() Config {
 		RehomeInterval:  5 * time.Second,
 		MemberRetention: 10 * time.Minute,
 		LogLevel:        "info",
+		LogFormat:       "text",
 		LANDiscovery: LANDiscovery{
 			Enabled:  true,
 			Group:    "239.255.82.76",

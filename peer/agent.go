@@ -45,6 +45,18 @@ type Options struct {
 	Version string
 	// Logger receives all logs; nil discards them.
 	Logger *slog.Logger
+	// Level, if set, is the level of Logger's handler (slog.HandlerOptions'
+	// Level): New sets it to log_level, and Reload to a new log_level.
+	// Nil: a new log_level needs a restart.
+	Level *slog.LevelVar
+	// LoadConfig reads the agent's config again from where it was read at
+	// start (the same file, environment and flags): ReloadConfig, SIGHUP
+	// and POST /v1/reload call it. Nil: the agent cannot reload (the API
+	// answers 409).
+	LoadConfig func() (config.Config, error)
+	// ConfigFile is the file LoadConfig reads ("" for none), for the
+	// reload's answer and log line.
+	ConfigFile string
 }
 
 // Agent is one redleader agent: New → Start → Close.
@@ -94,6 +106,16 @@ type Agent struct {
 	metaMu sync.Mutex
 	meta   Meta
 
+	// liveMu guards live, the config in force: cfg as started, with the
+	// keys a reload may change replaced by Reload (reload.go), and
+	// liveGen, closed and replaced by each reload that applied a key: it
+	// wakes the loops whose timings may have changed. reloadMu runs one
+	// Reload at a time. Lock order: reloadMu, life, mu, liveMu.
+	reloadMu sync.Mutex
+	liveMu   sync.Mutex
+	live     config.Config
+	liveGen  chan struct{}
+
 	joinCh chan string
 	apiLn  net.Listener
 	api    *http.Server
@@ -114,6 +136,11 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if opts.Level != nil {
+		var l slog.Level
+		_ = l.UnmarshalText([]byte(cfg.LogLevel)) // validated above
+		opts.Level.Set(l)
+	}
 	keys, _ := cfg.Keyring() // validated above; primary first
 	var key []byte
 	if len(keys) > 0 {
@@ -130,7 +157,8 @@ func New(cfg config.Config, opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, opts: opts, log: log, key: key, keys: keys, boot: time.Now(), lock: lock,
-		joinCh: make(chan string, 64), metaKick: make(chan struct{}, 1), findHome: findHome}
+		joinCh: make(chan string, 64), metaKick: make(chan struct{}, 1), findHome: findHome,
+		live: cfg, liveGen: make(chan struct{})}
 	fail := func(err error) (*Agent, error) { lock.Close(); return nil, err }
 	if a.id, err = loadOrCreateNodeID(cfg.DataDir); err != nil {
 		return fail(err)
@@ -228,8 +256,8 @@ func (a *Agent) start(ctx context.Context) (err error) {
 	if a.cfg.Subnet == "" && a.cfg.AdvertiseAddr == "" {
 		a.goLoop(a.rehomeLoop)
 	}
-	if len(a.cfg.Join) > 0 {
-		a.requestJoin(a.cfg.Join...)
+	if join := a.liveConfig().Join; len(join) > 0 {
+		a.requestJoin(join...)
 	}
 	a.log.Info("agent started", "node", a.id, "name", a.cfg.NodeName, "subnet", home.Subnet,
 		"addr", a.GossipAddr(), "api", ln.Addr().String())
@@ -384,7 +412,7 @@ func (a *Agent) startBeaconLocked() error {
 		Group:     netip.MustParseAddr(a.cfg.LANDiscovery.Group),
 		Port:      a.cfg.LANDiscovery.Port,
 		Interface: ifc,
-		Interval:  a.cfg.LANDiscovery.Interval,
+		Interval:  a.liveConfig().LANDiscovery.Interval, // reload.go may change it
 		Keys:      a.keys,
 	}, a.announce, a.onBeacon, a.log.With("component", "beacon"))
 	if err != nil {
@@ -493,15 +521,20 @@ func (a *Agent) joinLoop() {
 
 // rejoinLoop retries join addresses that are not alive members and members
 // that died, so partitions heal even without multicast. Alive members are
-// never re-joined: each join is a full state exchange.
+// never re-joined: each join is a full state exchange. The interval and
+// the join list are the live config's: a reload starts a new round.
 func (a *Agent) rejoinLoop() {
-	// Jitter keeps agents that started together from rejoining in step.
-	t := time.NewTicker(a.cfg.RejoinInterval + time.Duration(rand.Int64N(int64(a.cfg.RejoinInterval/5)+1)))
-	defer t.Stop()
 	for {
+		live, reloaded := a.liveState()
+		// Jitter keeps agents that started together from rejoining in step.
+		t := time.NewTimer(live.RejoinInterval + time.Duration(rand.Int64N(int64(live.RejoinInterval/5)+1)))
 		select {
 		case <-a.ctx.Done():
+			t.Stop()
 			return
+		case <-reloaded:
+			t.Stop()
+			continue
 		case <-t.C:
 		}
 		alive := map[string]bool{}
@@ -516,7 +549,7 @@ func (a *Agent) rejoinLoop() {
 				}
 			}
 		}
-		for _, j := range a.cfg.Join {
+		for _, j := range live.Join {
 			if !alive[j] {
 				addrs = append(addrs, j)
 			}
@@ -533,12 +566,17 @@ func (a *Agent) rejoinLoop() {
 // rehomeLoop notices when the primary address moves (a roaming laptop) and
 // moves the agent to the new subnet's pool without a restart.
 func (a *Agent) rehomeLoop() {
-	t := time.NewTicker(a.cfg.RehomeInterval)
+	live, reloaded := a.liveState()
+	t := time.NewTicker(live.RehomeInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-a.ctx.Done():
 			return
+		case <-reloaded: // rehome_interval may have changed
+			live, reloaded = a.liveState()
+			t.Reset(live.RehomeInterval)
+			continue
 		case <-t.C:
 		}
 		h, err := a.findHome(a.cfg.LANDiscovery.Interface)

@@ -28,6 +28,7 @@ func (a *Agent) apiHandler() http.Handler {
 	a.addElectionRoutes(mux)
 	a.addContentRoutes(mux)
 	a.addJobRoutes(mux)
+	a.addReloadRoutes(mux)
 	a.addUIRoutes(mux) // the dashboard, /ui/ (api_ui.go)
 	mux.Handle(api.PathMetrics, promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
 	return a.apiAuth(jsonMuxErrors(mux))

@@ -98,7 +98,7 @@ func (a *Agent) startDiscoveryLocked() error {
 	if c == nil || !a.cfg.Discovery.Enabled {
 		return nil
 	}
-	d := a.cfg.Discovery
+	d := a.liveConfig().Discovery // its timings may change on reload (reload.go)
 	home := a.home
 	rc := discovery.DefaultResponderConfig()
 	rc.Port = d.Port

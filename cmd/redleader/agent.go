@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/redleader-p2p/redleader/config"
 	"github.com/redleader-p2p/redleader/peer"
 )
 
@@ -22,18 +23,33 @@ func agentCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			log := newLogger(g.stderr, cfg.LogLevel)
-			a, err := peer.New(cfg, peer.Options{Version: version, Logger: log})
+			log, level := newLogger(g.stderr, cfg)
+			a, err := peer.New(cfg, peer.Options{Version: version, Logger: log, Level: level,
+				// A reload re-reads the same file, environment and flags.
+				LoadConfig: func() (config.Config, error) { return g.loadConfig(cmd.Flags()) },
+				ConfigFile: g.configFile})
 			if err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			// SIGHUP re-reads the config (reload.go); on Windows, where no
+			// SIGHUP comes, the service's parameter-change control does.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 			if err := a.Start(ctx); err != nil {
 				a.Close()
 				return fmt.Errorf("start agent: %w", err)
 			}
-			<-ctx.Done()
+			for ctx.Err() == nil {
+				select {
+				case <-hup:
+					log.Info("SIGHUP received: re-reading the config")
+					_, _ = a.ReloadConfig() // logs what it did, or why the file was refused
+				case <-ctx.Done():
+				}
+			}
 			log.Info("signal received: leaving the cluster")
 			return a.Close()
 		},

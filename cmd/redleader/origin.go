@@ -72,7 +72,7 @@ func (g *globals) runOrigin(ctx context.Context, cmd *cobra.Command, o originFla
 	if err != nil {
 		return err
 	}
-	log := newLogger(g.stderr, cfg.LogLevel)
+	log, _ := newLogger(g.stderr, cfg)
 	secret, err := originSecret(cfg.DataDir, o.passphrase, log)
 	if err != nil {
 		return err

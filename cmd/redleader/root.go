@@ -76,6 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root.AddCommand(keygenCmd(g))
 	root.AddCommand(fetchCmd(g))
 	root.AddCommand(jobsCmd(g))
+	root.AddCommand(reloadCmd(g))
 	err := root.Execute()
 	if err == nil {
 		return exitOK
@@ -106,10 +107,19 @@ func (g *globals) loadConfig(fs *pflag.FlagSet) (config.Config, error) {
 	return cfg, nil
 }
 
-func newLogger(w io.Writer, level string) *slog.Logger {
+// newLogger is the logger of cfg's log_format (text or json) writing to
+// w, at the level the returned LevelVar holds (log_level; a reload moves
+// it).
+func newLogger(w io.Writer, cfg config.Config) (*slog.Logger, *slog.LevelVar) {
 	var l slog.Level
-	_ = l.UnmarshalText([]byte(level)) // validated by config
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	_ = l.UnmarshalText([]byte(cfg.LogLevel)) // validated by config
+	lv := new(slog.LevelVar)
+	lv.Set(l)
+	opts := &slog.HandlerOptions{Level: lv}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), lv
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), lv
 }
 
 // oneLine joins a multi-line error (several bad keys) with "; ".
