@@ -397,11 +397,16 @@ func (r *run) known(ctx context.Context, i int, a *segAudit) error {
 	} else {
 		r.lookahead(ctx, i+1)
 	}
-	if need, err = r.flightBlocks(ctx, i, need, a); err != nil {
-		return err
-	}
-	if len(need) > 0 {
-		return r.fromOrigin(ctx, s, need, a)
+	// Blocks still needed after an origin range: the role went while it
+	// ran, and they come through the new Red Leader (followRole).
+	for len(need) > 0 {
+		r.followRole()
+		if need, err = r.flightBlocks(ctx, i, need, a); err != nil || len(need) == 0 {
+			return err
+		}
+		if need, err = r.fromOrigin(ctx, s, need, a); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -531,9 +536,9 @@ func (r *run) fromPeers(ctx context.Context, d *content.Segment, need []int, hol
 // (ask) and the rest, asking each partial holder which it has (MSG_GETBLKLIST,
 // one round trip): a Red Leader a few blocks ahead of its members, or a
 // member that holds a part, is then not asked for hundreds of blocks it
-// has not got. A holder that holds the whole segment, or whose answer
-// fails, counts as holding every block. A busy holder answers an empty
-// list: its blocks are asked for again at the caller's next round.
+// has not got. A holder that holds the whole segment, whose answer fails,
+// or whose empty answer contradicts its probe reply (a busy server answers
+// an empty list) counts as holding every block.
 func (r *run) available(ctx context.Context, d *content.Segment, need []int, holders []Holder) (ask, rest []int) {
 	lister, ok := r.p.cfg.Peers.(BlockLister)
 	if !ok {
@@ -556,7 +561,9 @@ func (r *run) available(ctx context.Context, d *content.Segment, need []int, hol
 			return need, nil
 		}
 		bl, err := lister.BlockList(ctx, h.Peer, d.ID, want)
-		if err != nil {
+		if err != nil || len(bl.Ranges) == 0 && h.Blocks > 0 {
+			// No answer, or none from a holder whose probe reply counted
+			// blocks (a busy server answers an empty list): ask it for all.
 			return need, nil
 		}
 		for _, rg := range bl.Ranges {
@@ -600,7 +607,7 @@ func (r *run) peerBytes(res *retrieval.FetchResult, got int64, a *segAudit) {
 // fromOrigin reads the needed blocks of segment s from the origin in one
 // range (from the first needed block to the last: never a request per
 // block), verifies each against the description, stores it.
-func (r *run) fromOrigin(ctx context.Context, s *segPlan, need []int, a *segAudit) error {
+func (r *run) fromOrigin(ctx context.Context, s *segPlan, need []int, a *segAudit) ([]int, error) {
 	d := s.desc
 	first, last := need[0], need[len(need)-1]
 	off := int64(d.BlockOffset(first))
@@ -613,12 +620,26 @@ func (r *run) fromOrigin(ctx context.Context, s *segPlan, need []int, a *segAudi
 	defer func() { a.origin += r.received() - before }()
 	sec, err := r.rangeOf(ctx, off, end-off)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for b := first; b <= last; b++ {
+		if (b-first)%16 == 15 && r.roleLost() {
+			// An owner whose agent lost the role stops its range (it would
+			// go on at the peer rate): the rest comes through the new Red
+			// Leader. Not from an origin that ignores Range: its stream
+			// would start over.
+			r.origin.Close()
+			var rest []int
+			for _, x := range need {
+				if x >= b {
+					rest = append(rest, x)
+				}
+			}
+			return rest, nil
+		}
 		data := r.buf[:d.BlockLen(b)]
 		if err := r.readFull(ctx, sec, data); err != nil {
-			return err
+			return nil, err
 		}
 		if !wanted[b] {
 			continue
@@ -626,21 +647,21 @@ func (r *run) fromOrigin(ctx context.Context, s *segPlan, need []int, a *segAudi
 		if err := content.VerifyBlock(d, b, data); err != nil {
 			switch s.src {
 			case srcCatalog:
-				return fmt.Errorf("%w: %w", errCatalogWrong, err)
+				return nil, fmt.Errorf("%w: %w", errCatalogWrong, err)
 			case srcInfo:
-				return fmt.Errorf("GET %s: %w: the bytes do not match its content information: %w", r.id.Redacted(), ErrChanged, err)
+				return nil, fmt.Errorf("GET %s: %w: the bytes do not match its content information: %w", r.id.Redacted(), ErrChanged, err)
 			}
-			return fmt.Errorf("GET %s: %w: %w", r.id.Redacted(), ErrChanged, err)
+			return nil, fmt.Errorf("GET %s: %w: %w", r.id.Redacted(), ErrChanged, err)
 		}
 		if err := r.c.PutBlock(d.ID, b, data); err != nil {
-			return fmt.Errorf("cache: %w", err)
+			return nil, fmt.Errorf("cache: %w", err)
 		}
 		if err := r.write(data, d.BlockOffset(b)); err != nil {
-			return err
+			return nil, err
 		}
 		r.addHeld(len(data))
 	}
-	return r.rangeEnd(ctx, sec)
+	return nil, r.rangeEnd(ctx, sec)
 }
 
 // plain reads segment i from the origin when its description is unknown

@@ -304,16 +304,7 @@ func (r *run) flightSegment(ctx context.Context, i int) error {
 	if fr == nil {
 		return nil
 	}
-	switch leader := r.leader(); {
-	case fr.mode != modeRemote && !leader:
-		// The role moved away: follow the new Red Leader.
-		fr.detach(r)
-		fr.mode, fr.last = modeRemote, time.Now()
-	case fr.mode == modeRemote && leader && fr.reason == "":
-		// This agent became the Red Leader: it owns the content now (or
-		// follows its own run that does).
-		fr.attach(r)
-	}
+	r.followRole()
 	s := &r.segs[i]
 	switch fr.mode {
 	case modeLocal:
@@ -337,6 +328,32 @@ func (r *run) flightSegment(ctx context.Context, i int) error {
 		}
 	}
 	return nil
+}
+
+// followRole switches the run's single-flight mode when the role moved: a
+// run whose agent lost the role follows the new Red Leader (remote); a
+// remote run whose agent became Red Leader owns the content now (or
+// follows its own run that does).
+func (r *run) followRole() {
+	fr := r.fl
+	if fr == nil {
+		return
+	}
+	switch leader := r.leader(); {
+	case fr.mode != modeRemote && !leader:
+		fr.detach(r)
+		fr.mode, fr.last = modeRemote, time.Now()
+	case fr.mode == modeRemote && leader && fr.reason == "":
+		fr.attach(r)
+	}
+}
+
+// roleLost reports whether the run owns its content for the subnet but its
+// agent no longer acts as Red Leader (and no fallback sent it to the
+// origin): its origin range should stop.
+func (r *run) roleLost() bool {
+	return r.fl != nil && r.fl.mode == modeOwner && r.fl.reason == "" && !r.leader() &&
+		r.id.Ranges() != RangesIgnored
 }
 
 // awaitLocal waits for the owner run of this agent to publish segment i;
