@@ -245,7 +245,10 @@ func (a *Agent) start(ctx context.Context) (err error) {
 		return fmt.Errorf("start election: %w", err)
 	}
 	ln := a.apiLn
-	a.api = &http.Server{Handler: a.apiHandler(), ReadHeaderTimeout: 5 * time.Second}
+	// net/http's own lines (a bad request, a client gone) through slog, so
+	// that log_format holds for them too; they are the clients' doing: debug.
+	a.api = &http.Server{Handler: a.apiHandler(), ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug)}
 	a.goLoop(func() {
 		if err := a.api.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error("local api stopped", "err", err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"path/filepath"
@@ -72,7 +73,9 @@ func (a *Agent) startContent() error {
 	// keep-alive connection holds its place under the port's caps for
 	// IdleTimeout only.
 	a.content.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 15 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 10 * time.Second}
+		WriteTimeout: 30 * time.Second, IdleTimeout: 10 * time.Second,
+		// net/http's own lines through slog (log_format); caused by LAN peers: debug.
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug)}
 	a.goLoop(func() {
 		if err := a.content.httpSrv.Serve(a.port.HTTP); err != nil && !errors.Is(err, http.ErrServerClosed) && a.ctx.Err() == nil {
 			a.log.Error("PCCRR server stopped", "err", err)
