@@ -110,16 +110,6 @@ func reloadKeys() map[string]reloadKey {
 	}
 }
 
-// LiveKeys lists the keys a reload applies without a restart, sorted.
-func LiveKeys() []string {
-	var out []string
-	for k := range reloadKeys() {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
-}
-
 // liveConfig is the config in force (see Agent.live).
 func (a *Agent) liveConfig() config.Config {
 	c, _ := a.liveState()
@@ -154,7 +144,7 @@ func (a *Agent) ReloadConfig() (api.ReloadResponse, error) {
 }
 
 // Reload applies cfg, a full config (as config.Load returns it), to the
-// running agent: the keys of LiveKeys that changed take effect at once;
+// running agent: the keys of reloadKeys that changed take effect at once;
 // the other changed keys need a restart and keep their values. One log
 // line says what was applied (and which applied rates the committed
 // policy overrides), one names the keys that need a restart. A cfg that
