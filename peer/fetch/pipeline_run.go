@@ -143,9 +143,12 @@ func (r *run) run(ctx context.Context) (jobs.Result, error) {
 			return jobs.Result{}, err
 		}
 	}
-	if err := f.Sync(); err != nil {
-		return jobs.Result{}, fmt.Errorf("write job data: %w", err)
-	}
+	// No fsync of the data file: every reader of a done job's content
+	// checks its SHA-256 (the CLI verifies what the agent streams), so a
+	// file a power loss tore is caught there; and an fsync would write
+	// the whole content synchronously at the end of every job (on a large
+	// machine the kernel writes back little before), which the job and
+	// its user would wait for.
 	if fi, err := f.Stat(); err != nil || fi.Size() != r.id.Length {
 		return jobs.Result{}, fmt.Errorf("write job data: %d bytes written, want %d: %v", size(fi), r.id.Length, err)
 	}
