@@ -59,6 +59,18 @@ type segAudit struct {
 	peers  map[string]int64
 	origin int64 // received from the origin for this segment, skipped bytes included
 	bad    int   // blocks rejected from LAN peers
+	// why is the reason of the origin bytes, decided when the first
+	// origin range of the segment starts (the role may change before the
+	// segment ends); "" until then.
+	why jobs.Reason
+}
+
+// originStarts records why the segment's origin bytes cross the WAN, at
+// its first origin range.
+func (r *run) originStarts(a *segAudit) {
+	if a.why == "" {
+		a.why = r.reason(a.bad > 0)
+	}
 }
 
 // run is one Run of a job.
@@ -621,6 +633,7 @@ func (r *run) fromOrigin(ctx context.Context, s *segPlan, need []int, a *segAudi
 	}
 	before := r.received()
 	defer func() { a.origin += r.received() - before }()
+	r.originStarts(a)
 	sec, err := r.rangeOf(ctx, off, end-off)
 	if err != nil {
 		return nil, err
@@ -677,6 +690,7 @@ func (r *run) plain(ctx context.Context, i int, a *segAudit) error {
 	r.lookahead(ctx, i+1)
 	before := r.received()
 	defer func() { a.origin += r.received() - before }()
+	r.originStarts(a)
 	sec, err := r.rangeOf(ctx, s.off, s.n)
 	if err != nil {
 		return err
@@ -763,7 +777,11 @@ func (r *run) report(i int, a *segAudit) {
 	for _, p := range peers {
 		rec(jobs.From{Source: jobs.SourcePeer, Peer: p}, a.peers[p])
 	}
-	rec(jobs.From{Source: jobs.SourceOrigin, Reason: r.reason(a.bad > 0)}, a.origin)
+	why := a.why
+	if why == "" {
+		why = r.reason(a.bad > 0)
+	}
+	rec(jobs.From{Source: jobs.SourceOrigin, Reason: why}, a.origin)
 }
 
 // saveCheckpoint stores the IDs of the segments computed so far.
