@@ -268,7 +268,10 @@ func (n *Node) Start(ctx context.Context) error {
 	// waits up to 5 s for Raft), and the idle wait, which outlasts the
 	// client's 30 s IdleConnTimeout so that the client always closes first.
 	n.rpc = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
+		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second,
+		// net/http's own lines (TLS handshake errors of strangers…) go
+		// through the node's logger, at debug: JSON logs stay JSON.
+		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 	n.goLoop(func() {
 		if err := n.rpc.Serve(n.tr.RPCListener()); err != nil && !errors.Is(err, http.ErrServerClosed) && n.ctx.Err() == nil {
 			n.log.Error("cluster rpc stopped", "err", err)
