@@ -10,6 +10,9 @@
   const CHART_SAMPLES = 300;   // 5 minutes of 1 s samples
   const MAX_EVENTS = 200;
   const MAX_JOBS = 50;
+  // Rates are averaged over SMOOTH seconds: jobs count their bytes when a
+  // segment (32 MiB) is done, so per-second values come in lumps.
+  const SMOOTH = 5;
 
   const state = {
     status: null,
@@ -142,6 +145,14 @@
 
   const short = (node) => node ? node.slice(0, 8) : '';
 
+  // named replaces the node IDs of known members in text by their names.
+  function named(text) {
+    for (const m of state.members) {
+      if (m.name && m.node) text = text.split(m.node).join(m.name);
+    }
+    return text;
+  }
+
   function nameOf(node) {
     if (!node) return '—';
     const m = state.members.find((x) => x.node === node);
@@ -257,7 +268,7 @@
         if (e.kind === 'appoint' && e.node === rl.node && e.epoch === rl.epoch) { reason = e.reason; break; }
       }
     }
-    setText('rl-reason', reason ? 'Why: ' + reason : (m && m.rank === 1 ? 'Why: ranks first by the ranking rules.' : ''));
+    setText('rl-reason', reason ? 'Why: ' + named(reason) : (m && m.rank === 1 ? 'Why: ranks first by the ranking rules.' : ''));
   }
 
   function renderRaft() {
@@ -268,7 +279,7 @@
     }
     const r = st.raft;
     fillKV('raft', [
-      ['this agent', r.state],
+      ['state here', r.state],
       ['leader', r.leader ? nameOf(r.leader) : '—'],
       ['voters', String(r.voters)],
       ['standbys', String(r.standbys)],
@@ -300,13 +311,16 @@
   }
 
   function renderRates() {
-    const t = state.totals;
-    fillKV('rates', [
-      ['WAN in', el('span', {}, bits(recentRate('wan', 3)), el('span', { class: 'muted', text: t ? ' · ' + bytes(t.wan) + ' total' : '' }))],
-      ['LAN in', el('span', {}, bits(recentRate('lan_in', 3)), el('span', { class: 'muted', text: t ? ' · ' + bytes(t.lan_in) + ' total' : '' }))],
-      ['LAN out', el('span', {}, bits(recentRate('lan_out', 3)), el('span', { class: 'muted', text: t ? ' · ' + bytes(t.lan_out) + ' total' : '' }))],
-      ['from cache', t ? bytes(t.cache) + ' total' : '—'],
-    ]);
+    const t = state.totals || {};
+    const row = (label, field) => [
+      el('dt', { text: label }),
+      el('dd', { text: bits(recentRate(field, SMOOTH)) }),
+      el('dd', { class: 'muted', text: t[field] != null ? bytes(t[field]) + ' total' : '' }),
+    ];
+    document.getElementById('rates').replaceChildren(
+      ...row('WAN in', 'wan'), ...row('LAN in', 'lan_in'), ...row('LAN out', 'lan_out'),
+      el('dt', { text: 'from cache' }), el('dd', { text: '' }),
+      el('dd', { class: 'muted', text: t.cache != null ? bytes(t.cache) + ' total' : '' }));
   }
 
   // niceMax rounds a rate up to 1, 2 or 5 × 10^n (bytes/s as bits).
@@ -325,18 +339,32 @@
     return e;
   }
 
+  // smooth returns the samples' rates (bytes/s) of field as moving averages
+  // over SMOOTH seconds.
+  function smooth(field) {
+    const s = state.samples, iv = state.interval, n = Math.max(1, Math.round(SMOOTH / iv));
+    const out = new Array(s.length);
+    let sum = 0;
+    for (let i = 0; i < s.length; i++) {
+      sum += s[i][field];
+      if (i >= n) sum -= s[i - n][field];
+      out[i] = sum / (Math.min(i + 1, n) * iv);
+    }
+    return out;
+  }
+
   function renderChart() {
     const box = document.getElementById('chart');
     const W = Math.max(box.clientWidth, 300), H = Math.max(box.clientHeight, 120);
     box.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
     const left = 78, right = 10, top = 8, bottom = 22;
     const pw = W - left - right, ph = H - top - bottom;
-    const iv = state.interval;
     const s = state.samples;
+    const series = { wan: smooth('wan'), lan_in: smooth('lan_in'), lan_out: smooth('lan_out') };
     let peak = 0;
-    for (const x of s) peak = Math.max(peak, x.wan / iv, x.lan_in / iv, x.lan_out / iv);
+    for (const v of Object.values(series)) for (const x of v) peak = Math.max(peak, x);
     const ymax = niceMax(peak);
-    const span = CHART_SAMPLES * iv; // seconds across the plot
+    const span = CHART_SAMPLES * state.interval; // seconds across the plot
     const now = s.length ? Date.parse(s[s.length - 1].time) : Date.now();
     const X = (t) => left + pw * (1 - (now - t) / 1000 / span);
     const Y = (v) => top + ph * (1 - v / ymax);
@@ -350,7 +378,7 @@
       const x = left + pw * (1 - m * 60 / span);
       parts.push(svg('text', { class: 'axis', x: x, y: H - 6, 'text-anchor': m === 0 ? 'end' : 'middle' }, m === 0 ? 'now' : '−' + m + ' min'));
     }
-    const line = (field) => s.map((x) => X(Date.parse(x.time)).toFixed(1) + ',' + Y(x[field] / iv).toFixed(1)).join(' ');
+    const line = (field) => s.map((x, i) => X(Date.parse(x.time)).toFixed(1) + ',' + Y(series[field][i]).toFixed(1)).join(' ');
     if (s.length > 1) {
       const first = X(Date.parse(s[0].time)).toFixed(1), last = X(Date.parse(s[s.length - 1].time)).toFixed(1);
       parts.push(svg('polygon', { class: 'wan-area', points: first + ',' + Y(0) + ' ' + line('wan') + ' ' + last + ',' + Y(0) }));
@@ -444,7 +472,7 @@
       el('td', { text: e.kind }),
       el('td', { text: e.node ? nameOf(e.node) : '' }),
       el('td', { class: 'num', text: e.epoch ? String(e.epoch) : '' }),
-      el('td', { text: e.reason }))));
+      el('td', { text: named(e.reason) }))));
   }
 
   window.addEventListener('resize', renderChart);
