@@ -39,14 +39,6 @@ const (
 	// segments, so that a plain origin's segments pipeline. About 2 min
 	// for the four cases when they pass.
 	dpSize = 64 << 20
-	// needsStableSeat names what the 2 × 5 cases wait for. With single
-	// flight wired (6d56e82) they run, but the seat moves every few
-	// seconds during the downloads and each new Red Leader takes the rest
-	// from the origin: 3.9 to 8.1 WAN copies, 2.8 to 4.9 × the bound.
-	needsStableSeat = "needs a Red Leader seat that stays put while its subnet downloads (issue #10 Build 6: a peer with an " +
-		"equal-priority job does not displace it — today \"progress more than 10% ahead\" displaces it, and \"normal > none\" " +
-		"once its own job ends though it still serves demands) and a new Red Leader that resumes from what the LAN holds " +
-		"instead of the origin: issue #10"
 )
 
 // dpCase is one measured case: every agent of the lab fetches one file at
