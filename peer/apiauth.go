@@ -4,7 +4,9 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"path"
 	"strings"
 
@@ -20,10 +22,18 @@ import (
 //   - With api_allow_remote, every endpoint needs the API token; GET and
 //     HEAD /metrics also take the metrics token (api_metrics_token_file),
 //     which opens nothing else.
+//   - On loopback, a request without the token must be addressed to
+//     loopback (Host 127.0.0.1, ::1 or localhost): a web page a local user
+//     visits cannot read the open endpoints through a DNS name it points at
+//     127.0.0.1 (DNS rebinding), the dashboard's data included.
 
 // errMetricsTokenOnly answers a call made with the metrics token anywhere
 // but /metrics.
 var errMetricsTokenOnly = errors.New("the metrics token is accepted for GET /metrics only")
+
+// errForeignHost answers a call without the token addressed to a name
+// other than loopback's.
+var errForeignHost = errors.New("the local API answers calls without the token only when they are addressed to 127.0.0.1, [::1] or localhost")
 
 // loadTokens loads the API token (api_token_file, else the generated
 // <data_dir>/api-token, whose mode is repaired when group or others may
@@ -90,7 +100,24 @@ func (a *Agent) authorize(r *http.Request) error {
 	if a.cfg.APIAllowRemote || clean == "/debug/pprof" || strings.HasPrefix(clean, "/debug/pprof/") {
 		return errUnauthorized
 	}
+	if !loopbackHost(r.Host) {
+		return errForeignHost
+	}
 	return nil // open on loopback; mutating handlers check the token themselves
+}
+
+// loopbackHost reports whether a Host header names loopback: localhost or
+// a loopback IP literal, with or without a port.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // bearer returns the token of an "Authorization: Bearer <token>" header.

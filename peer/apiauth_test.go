@@ -222,45 +222,54 @@ func TestAPIAuthorization(t *testing.T) {
 		method, path string
 		token        int
 		ok           bool
+		host         string // "" is 127.0.0.1
 	}
 	// Reads and /metrics: open on loopback. Mutating endpoints pass this
 	// layer on loopback (their handlers check the token).
 	loopback := []call{
-		{"GET", "/v1/status", none, true},
-		{"HEAD", "/v1/members", none, true},
-		{"GET", "/metrics", none, true},
-		{"GET", "/v1/nope", none, true}, // a 404 from the mux
-		{"PUT", "/v1/policy", none, true},
-		{"GET", "/debug/pprof/", none, false},
-		{"GET", "/debug/pprof/goroutine", none, false},
-		{"GET", "/debug/pprof/profile", wrongTok, false},
-		{"GET", "/debug/pprof", none, false},
-		{"GET", "/debug//pprof/heap", none, false},
-		{"GET", "/v1/../debug/pprof/heap", none, false},
-		{"GET", "/debug/pprof/goroutine", apiTok, true},
-		{"GET", "/debug/pprof/goroutine", metricsTok, false},
-		{"GET", "/metrics", metricsTok, true},
-		{"GET", "/v1/status", metricsTok, false},
-		{"PUT", "/v1/policy", metricsTok, false},
+		{"GET", "/v1/status", none, true, ""},
+		{"HEAD", "/v1/members", none, true, ""},
+		{"GET", "/metrics", none, true, ""},
+		{"GET", "/v1/nope", none, true, ""}, // a 404 from the mux
+		{"PUT", "/v1/policy", none, true, ""},
+		{"GET", "/debug/pprof/", none, false, ""},
+		{"GET", "/debug/pprof/goroutine", none, false, ""},
+		{"GET", "/debug/pprof/profile", wrongTok, false, ""},
+		{"GET", "/debug/pprof", none, false, ""},
+		{"GET", "/debug//pprof/heap", none, false, ""},
+		{"GET", "/v1/../debug/pprof/heap", none, false, ""},
+		{"GET", "/debug/pprof/goroutine", apiTok, true, ""},
+		{"GET", "/debug/pprof/goroutine", metricsTok, false, ""},
+		{"GET", "/metrics", metricsTok, true, ""},
+		{"GET", "/v1/status", metricsTok, false, ""},
+		{"PUT", "/v1/policy", metricsTok, false, ""},
+		// DNS rebinding: a page's name pointed at 127.0.0.1.
+		{"GET", "/v1/status", none, false, "rebind.attacker.test:7380"},
+		{"GET", "/ui/", none, false, "rebind.attacker.test"},
+		{"GET", "/metrics", none, false, "10.0.0.5:7380"},
+		{"GET", "/v1/status", none, true, "localhost:7380"},
+		{"GET", "/v1/status", none, true, "[::1]:7380"},
+		{"GET", "/v1/status", none, true, "127.0.0.2"},
+		{"GET", "/v1/status", apiTok, true, "rebind.attacker.test"},
 	}
 	remote := []call{
-		{"GET", "/v1/status", none, false},
-		{"GET", "/v1/status", wrongTok, false},
-		{"GET", "/v1/status", apiTok, true},
-		{"HEAD", "/v1/members", none, false},
-		{"GET", "/v1/events", metricsTok, false},
-		{"GET", "/v1/nope", none, false},
-		{"GET", "/metrics", none, false},
-		{"GET", "/metrics", wrongTok, false},
-		{"GET", "/metrics", metricsTok, true},
-		{"HEAD", "/metrics", metricsTok, true},
-		{"POST", "/metrics", metricsTok, false},
-		{"GET", "/metrics/../v1/status", metricsTok, false},
-		{"GET", "/metrics", apiTok, true},
-		{"PUT", "/v1/policy", none, false},
-		{"POST", "/v1/cache", metricsTok, false},
-		{"GET", "/debug/pprof/", none, false},
-		{"GET", "/debug/pprof/", apiTok, true},
+		{"GET", "/v1/status", none, false, ""},
+		{"GET", "/v1/status", wrongTok, false, ""},
+		{"GET", "/v1/status", apiTok, true, ""},
+		{"HEAD", "/v1/members", none, false, ""},
+		{"GET", "/v1/events", metricsTok, false, ""},
+		{"GET", "/v1/nope", none, false, ""},
+		{"GET", "/metrics", none, false, ""},
+		{"GET", "/metrics", wrongTok, false, ""},
+		{"GET", "/metrics", metricsTok, true, ""},
+		{"HEAD", "/metrics", metricsTok, true, ""},
+		{"POST", "/metrics", metricsTok, false, ""},
+		{"GET", "/metrics/../v1/status", metricsTok, false, ""},
+		{"GET", "/metrics", apiTok, true, ""},
+		{"PUT", "/v1/policy", none, false, ""},
+		{"POST", "/v1/cache", metricsTok, false, ""},
+		{"GET", "/debug/pprof/", none, false, ""},
+		{"GET", "/debug/pprof/", apiTok, true, ""},
 	}
 	for _, mode := range []struct {
 		name   string
@@ -281,6 +290,9 @@ func TestAPIAuthorization(t *testing.T) {
 			for _, c := range mode.calls {
 				reached = false
 				r := httptest.NewRequest(c.method, "http://127.0.0.1"+c.path, nil)
+				if c.host != "" {
+					r.Host = c.host
+				}
 				switch c.token {
 				case apiTok:
 					r.Header.Set("Authorization", "Bearer "+a.token)
