@@ -51,13 +51,12 @@ var errBadSince = errors.New("since: want a sample number (the seq of an earlier
 func (a *Agent) throughputTotals() api.ThroughputTotals {
 	var out api.ThroughputTotals
 	if a.jobs != nil {
-		t := a.jobs.m.Totals()
-		out.WAN, out.LANIn, out.Cache = t.Origin, t.Peers, t.Cache
-		if a.jobs.data != nil && a.jobs.data.single != nil {
-			d := a.jobs.data.single.DemandBytes()
-			out.WAN += d.Origin
-			out.LANIn += d.Peers
-			out.Cache += d.Cache
+		// Jobs count their bytes per segment; the WAN limiter and the
+		// MS-PCCRR client count as the bytes come (jobs and demands).
+		out.Cache = a.jobs.m.Totals().Cache
+		if d := a.jobs.data; d != nil {
+			out.WAN, out.LANIn = d.wanBytes.n.Load(), d.peers.BytesReceived()
+			out.Cache += d.single.DemandBytes().Cache
 		}
 	}
 	if a.content != nil && a.content.pccrr != nil {

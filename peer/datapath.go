@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +30,9 @@ type dataPath struct {
 	origin *fetch.Origin
 	peers  *retrieval.Client
 	wan    *shaping.WAN
+	// wanBytes is the pipelines' WAN limiter: wan's, counting the bytes
+	// charged to it (every origin byte, live).
+	wanBytes *countingLimiter
 	// single is the subnet's single flight: the pipelines' catalog and,
 	// on the Red Leader, the server of members' demands. Demanded URLs
 	// are fetched through demandOrigin, which refuses the agent's own,
@@ -72,7 +76,7 @@ func (a *Agent) newDataPath(log *slog.Logger) (*dataPath, error) {
 		o.Close()
 		return nil, fmt.Errorf("data path: %w", err)
 	}
-	d := &dataPath{origin: o, demandOrigin: demandOrigin, wan: wan,
+	d := &dataPath{origin: o, demandOrigin: demandOrigin, wan: wan, wanBytes: &countingLimiter{l: wan.Limiter()},
 		peers: retrieval.NewClient(retrieval.ClientConfig{Logger: log})}
 	e := a.cfg.Election
 	m := time.Duration(e.RaftMultiplier)
@@ -95,7 +99,7 @@ func (a *Agent) newDataPath(log *slog.Logger) (*dataPath, error) {
 			Cache:   a.content.cache,
 			Prober:  agentProber{a},
 			Peers:   d.peers,
-			WAN:     wan.Limiter(),
+			WAN:     d.wanBytes,
 			Role:    wan,
 			Secret:  a.contentSecret,
 			Catalog: d.single,
@@ -138,6 +142,17 @@ func (d *dataPath) Close() {
 	d.origin.Close()
 	d.demandOrigin.Close()
 	d.peers.Close()
+}
+
+// countingLimiter is a fetch.Limiter that counts the bytes charged to it.
+type countingLimiter struct {
+	l fetch.Limiter
+	n atomic.Int64
+}
+
+func (c *countingLimiter) WaitN(ctx context.Context, n int) error {
+	c.n.Add(int64(n))
+	return c.l.WaitN(ctx, n)
 }
 
 // subnetNode is the single flight's view of the election: the running

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redleader-p2p/redleader/internal/ratelog"
@@ -65,7 +66,12 @@ type Client struct {
 	parallel  int
 	maxErrors int
 	log       *ratelog.Logger // lines about failing peers, keyed by peer
+	received  atomic.Int64    // verified block bytes fetched, all peers
 }
+
+// BytesReceived returns the verified block bytes the Client fetched from
+// peers since it was made (a live count: jobs count theirs per segment).
+func (c *Client) BytesReceived() int64 { return c.received.Load() }
 
 // NewClient returns a Client for cfg.
 func NewClient(cfg ClientConfig) *Client {
@@ -213,6 +219,7 @@ func (c *Client) FetchBlock(ctx context.Context, peer string, seg *content.Segme
 	if err != nil {
 		return nil, fmt.Errorf("fetch block %d of %v from %s: %w", index, seg.ID, peer, err)
 	}
+	c.received.Add(int64(len(data)))
 	return data, nil
 }
 
