@@ -76,6 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root.AddCommand(keygenCmd(g))
 	root.AddCommand(fetchCmd(g))
 	root.AddCommand(jobsCmd(g))
+	root.AddCommand(serviceCmd(g))
 	root.AddCommand(reloadCmd(g))
 	err := root.Execute()
 	if err == nil {
