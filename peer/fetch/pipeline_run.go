@@ -404,7 +404,15 @@ func (r *run) known(ctx context.Context, i int, a *segAudit) error {
 		return err
 	}
 	if len(need) > 0 && r.lan() {
-		holders := r.holders(ctx, i)
+		var holders []Holder
+		if r.probes[i] != nil || !r.followsRedLeader() {
+			// A run that follows its Red Leader knows a holder without a
+			// probe (its MS-PCCRR address): flightBlocks asks it at once
+			// and probes for others after reprobeEvery, instead of a
+			// probe's request timer (300 ms) at every segment whose
+			// description came just now.
+			holders = r.holders(ctx, i)
+		}
 		r.lookahead(ctx, i+1)
 		if need, err = r.fromPeers(ctx, d, need, holders, a); err != nil {
 			return err

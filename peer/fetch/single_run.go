@@ -348,6 +348,12 @@ func (r *run) followRole() {
 	}
 }
 
+// followsRedLeader reports whether the run gets its content through
+// another agent, the Red Leader, whose MS-PCCRR address it knows.
+func (r *run) followsRedLeader() bool {
+	return r.fl != nil && r.fl.mode == modeRemote && r.fl.reason == "" && r.fl.peer != "" && !r.leader()
+}
+
 // roleLost reports whether the run owns its content for the subnet but its
 // agent no longer acts as Red Leader (and no fallback sent it to the
 // origin): its origin range should stop.

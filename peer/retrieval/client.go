@@ -91,7 +91,9 @@ func NewClient(cfg ClientConfig) *Client {
 		c.own = &http.Transport{
 			Proxy:               nil, // peers are on the LAN
 			DialContext:         (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConnsPerHost: c.perPeer,
+			// Two fetches of one peer at once (a job's and a demand's, or
+			// a segment and the next) keep their connections.
+			MaxIdleConnsPerHost: 2 * c.perPeer,
 			IdleConnTimeout:     30 * time.Second,
 			DisableCompression:  true,
 		}
