@@ -24,6 +24,7 @@
 //	DeleteJob(ctx, id) (JobDeleteResponse, error)       DELETE /v1/jobs/{id} (token)
 //	JobContent(ctx, id) (io.ReadCloser, int64, error)   GET  /v1/jobs/{id}/content (token, streamed)
 //	Reload(ctx) (ReloadResponse, error)                 POST /v1/reload (token)
+//	Throughput(ctx, since) (ThroughputResponse, error)  GET  /v1/throughput[?since=SEQ]
 //
 // and Do(ctx, method, path, in, out) for any other endpoint: in is nil (no
 // body), an io.Reader (sent as is) or a value sent as JSON; out is nil
