@@ -89,8 +89,8 @@ func NewClient(cfg ClientConfig) *Client {
 	c.log = ratelog.New(log, peerLogEvery, peerLogBurst)
 	if c.http == nil {
 		c.own = &http.Transport{
-			Proxy:               nil, // peers are on the LAN
-			DialContext:         (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			Proxy:       nil, // peers are on the LAN
+			DialContext: (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 			// Two fetches of one peer at once (a job's and a demand's, or
 			// a segment and the next) keep their connections.
 			MaxIdleConnsPerHost: 2 * c.perPeer,
