@@ -406,12 +406,14 @@ func (r *run) known(ctx context.Context, i int, a *segAudit) error {
 	if len(need) > 0 && r.lan() {
 		var holders []Holder
 		if r.probes[i] != nil || !r.followsRedLeader() {
+			holders = r.holders(ctx, i)
+		} else {
 			// A run that follows its Red Leader knows a holder without a
 			// probe (its MS-PCCRR address): flightBlocks asks it at once
-			// and probes for others after reprobeEvery, instead of a
-			// probe's request timer (300 ms) at every segment whose
-			// description came just now.
-			holders = r.holders(ctx, i)
+			// and takes the other holders when this probe answers,
+			// instead of waiting for a probe's request timer (300 ms) at
+			// every segment whose description came just now.
+			r.lookahead(ctx, i)
 		}
 		r.lookahead(ctx, i+1)
 		if need, err = r.fromPeers(ctx, d, need, holders, a); err != nil {
@@ -427,6 +429,7 @@ func (r *run) known(ctx context.Context, i int, a *segAudit) error {
 		if need, err = r.flightBlocks(ctx, i, need, a); err != nil || len(need) == 0 {
 			return err
 		}
+		r.followRole() // the role may have come or gone while it waited
 		if need, err = r.fromOrigin(ctx, s, need, a); err != nil {
 			return err
 		}
@@ -639,6 +642,9 @@ func (r *run) fromOrigin(ctx context.Context, s *segPlan, need []int, a *segAudi
 	for _, b := range need {
 		wanted[b] = true
 	}
+	if r.roleLost() {
+		return need, nil // no range: the blocks come through the Red Leader
+	}
 	before := r.received()
 	defer func() { a.origin += r.received() - before }()
 	r.originStarts(a)
@@ -648,10 +654,9 @@ func (r *run) fromOrigin(ctx context.Context, s *segPlan, need []int, a *segAudi
 	}
 	for b := first; b <= last; b++ {
 		if (b-first)%16 == 15 && r.roleLost() {
-			// An owner whose agent lost the role stops its range (it would
-			// go on at the peer rate): the rest comes through the new Red
-			// Leader. Not from an origin that ignores Range: its stream
-			// would start over.
+			// A run whose agent lost the role stops its range (it would go
+			// on at the peer rate): the rest comes through the new Red
+			// Leader.
 			r.origin.Close()
 			var rest []int
 			for _, x := range need {

@@ -354,12 +354,14 @@ func (r *run) followsRedLeader() bool {
 	return r.fl != nil && r.fl.mode == modeRemote && r.fl.reason == "" && r.fl.peer != "" && !r.leader()
 }
 
-// roleLost reports whether the run owns its content for the subnet but its
-// agent no longer acts as Red Leader (and no fallback sent it to the
-// origin): its origin range should stop.
+// roleLost reports whether the run takes part in single flight, no
+// fallback sent it to the origin, and its agent does not act as Red
+// Leader (any more): it has no business reading the origin, and an origin
+// range it runs should stop — an owner that lost the role, or a run that
+// saw the role for an instant. Not for an origin that ignores Range: its
+// stream would start over.
 func (r *run) roleLost() bool {
-	return r.fl != nil && r.fl.mode == modeOwner && r.fl.reason == "" && !r.leader() &&
-		r.id.Ranges() != RangesIgnored
+	return r.fl != nil && r.fl.reason == "" && !r.leader() && r.id.Ranges() != RangesIgnored
 }
 
 // awaitLocal waits for the owner run of this agent to publish segment i;
@@ -414,6 +416,14 @@ func (r *run) flightBlocks(ctx context.Context, i int, need []int, a *segAudit) 
 	var probed []Holder
 	lastProbe := time.Now()
 	for len(need) > 0 && fr.reason == "" && !r.leader() {
+		if ch := r.probes[i]; ch != nil { // a probe known() started, not waited for
+			select {
+			case probed = <-ch:
+				delete(r.probes, i)
+				lastProbe = time.Now()
+			default:
+			}
+		}
 		if i < len(fr.segs) && fr.segs[i].ID != d.ID && r.segs[i].src == srcCatalog {
 			return nil, fmt.Errorf("%w: the Red Leader describes segment %d otherwise", errCatalogWrong, i)
 		}
