@@ -429,7 +429,13 @@ func (r *run) known(ctx context.Context, i int, a *segAudit) error {
 		if need, err = r.flightBlocks(ctx, i, need, a); err != nil || len(need) == 0 {
 			return err
 		}
+		wasLocal := r.fl != nil && r.fl.mode == modeLocal
 		r.followRole() // the role may have come or gone while it waited
+		if !wasLocal && r.fl != nil && r.fl.mode == modeLocal {
+			// The agent became Red Leader and another of its runs (a
+			// demand's) owns the content: wait for it, do not fetch too.
+			continue
+		}
 		if need, err = r.fromOrigin(ctx, s, need, a); err != nil {
 			return err
 		}
