@@ -251,6 +251,11 @@ func (p *Pipeline) Run(ctx context.Context, w *jobs.Work, prog jobs.Progress) (r
 // errCatalogWrong: the origin's bytes do not match a catalog description.
 var errCatalogWrong = errors.New("origin's bytes do not match the catalog entry")
 
+// errRoleLost: a plain segment's origin read stopped because the agent does
+// not act as Red Leader (any more); the segment starts over through the
+// new Red Leader.
+var errRoleLost = errors.New("the Red Leader role went during an origin read")
+
 func isAnchorMismatch(err error) bool {
 	return errors.Is(err, jobs.ErrSHA256Mismatch) || errors.Is(err, ErrDigestMismatch)
 }

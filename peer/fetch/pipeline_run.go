@@ -364,6 +364,10 @@ func (r *run) segment(ctx context.Context, i int) error {
 	} else {
 		err = r.known(ctx, i, &a)
 	}
+	if errors.Is(err, errRoleLost) {
+		r.report(i, &a) // the bytes that crossed, then follow the new Red Leader
+		return r.segment(ctx, i)
+	}
 	if err != nil {
 		// The bytes that came before the failure or the stop are in the
 		// audit too: a resumed job's records then add up to what crossed.
@@ -717,9 +721,19 @@ func (r *run) plain(ctx context.Context, i int, a *segAudit) error {
 	// The origin's bytes are all there is to check a plain segment
 	// against (until the content's anchor): they count as held as they
 	// come, not a block at a time.
-	sec = &countReader{r: sec, add: r.addHeld}
+	var got int64
+	sec = &countReader{r: sec, add: func(n int) { got += int64(n); r.addHeld(n) }}
 	g := content.NewGenerator(r.secret)
 	for off := int64(0); off < s.n; off += content.BlockSize {
+		if (off/content.BlockSize)%16 == 15 && r.roleLost() {
+			// The agent lost the Red Leader role (or saw it for an
+			// instant): a plain segment is described only once all of it
+			// is read, so its bytes so far are dropped, and the segment
+			// comes through the new Red Leader.
+			r.origin.Close()
+			r.addHeld(-int(got))
+			return errRoleLost
+		}
 		data := r.buf[:min(content.BlockSize, s.n-off)]
 		if err := r.readFull(ctx, sec, data); err != nil {
 			return err

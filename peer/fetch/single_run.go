@@ -357,11 +357,12 @@ func (r *run) followsRedLeader() bool {
 // roleLost reports whether the run takes part in single flight, no
 // fallback sent it to the origin, and its agent does not act as Red
 // Leader (any more): it has no business reading the origin, and an origin
-// range it runs should stop — an owner that lost the role, or a run that
-// saw the role for an instant. Not for an origin that ignores Range: its
-// stream would start over.
+// read it runs should stop — an owner that lost the role, or a run that
+// saw the role for an instant (with an origin that ignores Range, the
+// stream starts over if the role comes back: still less than reading on
+// at the peer rate).
 func (r *run) roleLost() bool {
-	return r.fl != nil && r.fl.reason == "" && !r.leader() && r.id.Ranges() != RangesIgnored
+	return r.fl != nil && r.fl.reason == "" && !r.leader()
 }
 
 // awaitLocal waits for the owner run of this agent to publish segment i;
