@@ -19,10 +19,12 @@ type RankInputs struct {
 // SetRankInputs publishes in as this agent's ranking inputs.
 func (a *Agent) SetRankInputs(in RankInputs) {
 	a.updateMeta(func(m *Meta) {
-		m.Priority, m.ProtoVersion, m.Progress = in.Priority, in.Version, in.Progress
+		m.ProtoVersion = in.Version
 		m.Boot = time.Now().Add(-in.Uptime)
 	})
-	a.publishMeta()
+	// Priority and progress as the jobs publish them: the data path keeps
+	// them, so its later publications (a role change) do not undo them.
+	a.publishRankInputs(in.Priority, in.Progress)
 }
 
 // SetHomeFinder replaces how the agent reads its primary interface (call
