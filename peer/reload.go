@@ -246,18 +246,26 @@ func (a *Agent) applyReload(effects map[reloadEffect]bool, old, next config.Conf
 		a.requestJoin(added...)
 	}
 	if effects[effectBeacon] {
+		// The beacon is closed without a.mu: its send loop reads the
+		// agent's announce under a.mu, so Close (which waits for the
+		// loop) under the lock deadlocks.
 		a.mu.Lock()
-		if a.beacon != nil {
-			a.stats.addBeacon(a.beacon.Stats())
-			if err := a.beacon.Close(); err != nil {
+		old := a.beacon
+		a.beacon = nil
+		a.mu.Unlock()
+		if old != nil {
+			a.stats.addBeacon(old.Stats())
+			if err := old.Close(); err != nil {
 				a.log.Debug("closing the beacon for a reload", "err", err)
 			}
-			a.beacon = nil
-			if err := a.startBeaconLocked(); err != nil {
-				a.log.Warn("LAN discovery of agents is off after the reload", "err", err)
+			a.mu.Lock()
+			if a.beacon == nil && !a.closing.Load() {
+				if err := a.startBeaconLocked(); err != nil {
+					a.log.Warn("LAN discovery of agents is off after the reload", "err", err)
+				}
 			}
+			a.mu.Unlock()
 		}
-		a.mu.Unlock()
 	}
 	if effects[effectDiscovery] && a.content != nil {
 		a.mu.Lock()
