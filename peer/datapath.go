@@ -121,11 +121,11 @@ func (a *Agent) newDataPath(log *slog.Logger) (*dataPath, error) {
 		Help: "The WAN rate in force for this agent's origin downloads (0: unlimited): the leader or peer rate of the policy, by role."},
 		func() float64 { return float64(wan.Limit()) })
 	badBlocks := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "redleader_bad_blocks_total",
-		Help: "Blocks LAN peers served to this agent's jobs that failed verification (each rejected)."},
-		func() float64 { return float64(p.Stats().BadBlocks) })
+		Help: "Blocks LAN peers served to this agent's jobs, or to the downloads it makes for members' demands, that failed verification (each rejected)."},
+		func() float64 { return float64(p.Stats().BadBlocks + dp.Stats().BadBlocks) })
 	originRanges := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "redleader_origin_ranges_total",
-		Help: "Ranges this agent's jobs asked of origins (one request each, unless the origin ignores Range)."},
-		func() float64 { return float64(p.Stats().OriginRanges) })
+		Help: "Ranges this agent's jobs, and the downloads it makes for members' demands, asked of origins (one request each, unless the origin ignores Range)."},
+		func() float64 { return float64(p.Stats().OriginRanges + dp.Stats().OriginRanges) })
 	for _, c := range []prometheus.Collector{limit, badBlocks, originRanges} {
 		if err := a.reg.Register(c); err != nil {
 			d.Close()
