@@ -330,9 +330,7 @@ func (a *Agent) Close() error {
 		// The PCCRR server's goroutine is one of ours: stop it before waiting.
 		errs = append(errs, a.stopContent())
 		a.wg.Wait()
-		a.mu.Lock()
-		errs = append(errs, a.leaveHomeLocked(false))
-		a.mu.Unlock()
+		errs = append(errs, a.leaveHome(false))
 		if a.port != nil {
 			errs = append(errs, a.port.Close())
 		}
@@ -429,15 +427,24 @@ func (a *Agent) startBeaconLocked() error {
 	return nil
 }
 
-// leaveHomeLocked stops the beacon and leaves the pool. roaming marks the
+// leaveHome stops the beacon and leaves the pool. roaming marks the
 // departure as a move to another subnet, so old peers forget us at once.
-func (a *Agent) leaveHomeLocked(roaming bool) error {
-	errs := []error{a.stopDiscoveryLocked()}
-	if a.beacon != nil {
-		a.stats.addBeacon(a.beacon.Stats())
-		errs = append(errs, a.beacon.Close())
-		a.beacon = nil
+func (a *Agent) leaveHome(roaming bool) error {
+	// The beacon is closed without a.mu: its send loop reads the agent's
+	// announce under a.mu, so Close (which waits for the loop) under the
+	// lock could deadlock.
+	a.mu.Lock()
+	b := a.beacon
+	a.beacon = nil
+	a.mu.Unlock()
+	var errs []error
+	if b != nil {
+		a.stats.addBeacon(b.Stats())
+		errs = append(errs, b.Close())
 	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	errs = append(errs, a.stopDiscoveryLocked())
 	if a.pool != nil {
 		a.updateMeta(func(m *Meta) { m.Leaving, m.Roaming = true, roaming })
 		if err := a.pool.UpdateMeta(leaveTimeout); err != nil {
@@ -611,9 +618,7 @@ func (a *Agent) rehome(old, h homeAddr) bool {
 	if err := a.stopElection(); err != nil {
 		a.log.Debug("stopping election for re-home", "err", err)
 	}
-	a.mu.Lock()
-	err := a.leaveHomeLocked(h.Subnet != old.Subnet)
-	a.mu.Unlock()
+	err := a.leaveHome(h.Subnet != old.Subnet)
 	if err != nil {
 		a.log.Debug("leaving old pool", "err", err)
 	}
