@@ -242,11 +242,17 @@ type Election struct {
 	// false failovers, slower real ones.
 	RaftMultiplier int `mapstructure:"raft_multiplier" yaml:"raft_multiplier"`
 	// CheckinInterval is how often the Red Leader checks in with the Raft
-	// leader. Shorter: faster detection, more (tiny) RPCs.
+	// leader. Shorter: a late check-in is noticed sooner, but every agent
+	// pays for it while idle (each check-in is an RPC plus a Raft
+	// heartbeat round). A Red Leader whose process dies is noticed at once
+	// anyway: its check-in connection closes and its port refuses the
+	// Raft leader's probe.
 	CheckinInterval time.Duration `mapstructure:"checkin_interval" yaml:"checkin_interval"`
 	// CheckinTimeout: no check-in for this long and the Red Leader is
-	// replaced; it is also the Red Leader's lease. Keep it longer than a
-	// Raft failover so losing the Raft leader never displaces it.
+	// replaced; it is also the Red Leader's lease. It bounds the failover
+	// of a Red Leader that is cut off or hung (not of one that died).
+	// Keep it longer than a Raft failover (1–2 s at raft_multiplier 1) so
+	// that losing the Raft leader does not pause the Red Leader.
 	CheckinTimeout time.Duration `mapstructure:"checkin_timeout" yaml:"checkin_timeout"`
 	// ConfirmTimeout: an appointee that does not confirm within this is
 	// marked not-leader-material and the next one is appointed.

@@ -2,8 +2,11 @@ package election
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
+	"net"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -21,6 +24,16 @@ type leaderState struct {
 	lastSeen    map[string]time.Time // configured servers -> last seen alive
 	standbySeen map[string]time.Time // standby -> first seen in the configuration
 	lastPlan    time.Time
+	// The seat's peer-port probe (probeSeat), under n.mu.
+	probing bool                 // a probe is in flight
+	refused map[string]time.Time // node -> when a probe of its peer port was refused
+	// seatHost is the host of the seat's peer-port address, and seatClosed
+	// when an RPC connection from it last closed (rpcConnClosed).
+	seatHost   string
+	seatClosed time.Time
+	// lastHandOff is when this leader last tried to hand Raft leadership
+	// away because it holds the Red Leader seat too (separateRoles).
+	lastHandOff time.Time
 }
 
 // The Raft leader's duties (ranking and appointment, check-in clocks, voter
@@ -57,7 +70,7 @@ func (n *Node) establishLeadership(r *raftNode, gen uint64) *leaderState {
 		return nil
 	}
 	ls := &leaderState{cluster: r.clusterID, gen: gen, since: time.Now(), checkIns: map[string]time.Time{},
-		lastSeen: map[string]time.Time{}, standbySeen: map[string]time.Time{}}
+		lastSeen: map[string]time.Time{}, standbySeen: map[string]time.Time{}, refused: map[string]time.Time{}}
 	// A node that retired its seat just before this leader took over (the
 	// retire of a Red Leader that also led Raft, committed before its
 	// leadership transfer went through) stays out of the ranking too.
@@ -105,10 +118,60 @@ func (n *Node) leaderTick(r *raftNode, ls *leaderState, members []Member) {
 	n.reconcileAdminMode(r, st.Admin, now)
 	n.checkSeat(r, ls, members, now)
 	n.appointBest(r, members, now)
+	if n.separateRoles(r, ls, members, now) {
+		return
+	}
 	if now.Sub(ls.lastPlan) >= time.Second {
 		ls.lastPlan = now
 		n.reconcileVoters(r, ls, members, now)
 	}
+}
+
+// handOffSettle is how long a Raft leader that holds the Red Leader seat
+// too waits, after it was established, before it hands Raft leadership to
+// another voter, and between two attempts.
+const handOffSettle = 2 * time.Second
+
+// separateRoles hands Raft leadership to another caught-up voter when this
+// node holds the confirmed Red Leader seat too, and reports whether it did.
+// With the two roles on two machines, losing one machine costs either a
+// Raft election or a Red Leader failover (a check-in timeout, or less when
+// its port refuses connections), never both one after the other. A subnet
+// with a single voter has no choice; a failed hand-off is retried after
+// handOffSettle.
+func (n *Node) separateRoles(r *raftNode, ls *leaderState, members []Member, now time.Time) bool {
+	seat := r.fsm.summary().RedLeader
+	if seat.Node != n.cfg.Node || !seat.Confirmed() ||
+		now.Sub(ls.since) < handOffSettle || now.Sub(ls.lastHandOff) < handOffSettle {
+		return false
+	}
+	applied := r.fsm.index()
+	heads := map[string]Member{}
+	for _, m := range members {
+		heads[m.Node] = m
+	}
+	var to raft.Server
+	var best uint64
+	for _, s := range r.configuration().Servers {
+		m, ok := heads[string(s.ID)]
+		if s.Suffrage != raft.Voter || string(s.ID) == n.cfg.Node || !ok || m.Status != StatusAlive ||
+			m.Head.ClusterID != r.clusterID || m.Head.Index+250 < applied {
+			continue
+		}
+		if to.ID == "" || m.Head.Index > best || (m.Head.Index == best && s.ID < to.ID) {
+			to, best = s, m.Head.Index
+		}
+	}
+	if to.ID == "" {
+		return false
+	}
+	ls.lastHandOff = now
+	n.log.Info("handing Raft leadership to another voter: this node is the Red Leader", "to", to.ID)
+	if err := r.raft.LeadershipTransferToServer(to.ID, to.Address).Error(); err != nil {
+		n.log.Warn("raft leadership hand-off failed", "to", to.ID, "err", err)
+		return false
+	}
+	return true
 }
 
 // commitInit commits the new cluster's first command.
@@ -199,10 +262,10 @@ func (n *Node) checkSeat(r *raftNode, ls *leaderState, members []Member, now tim
 	if seat.Node == "" {
 		return
 	}
-	status, leaving := StatusDead, false
+	status, leaving, addr := StatusDead, false, ""
 	for _, m := range members {
 		if m.Node == seat.Node {
-			status, leaving = m.Status, m.Leaving
+			status, leaving, addr = m.Status, m.Leaving, m.RaftAddr
 		}
 	}
 	if status == StatusLeft || (status == StatusAlive && leaving) {
@@ -216,24 +279,93 @@ func (n *Node) checkSeat(r *raftNode, ls *leaderState, members []Member, now tim
 		}
 		return
 	}
+	host, _, _ := net.SplitHostPort(addr)
 	n.mu.Lock()
 	last := ls.checkIns[seat.Node]
+	refused := ls.refused[seat.Node]
+	if host != ls.seatHost {
+		ls.seatHost, ls.seatClosed = host, time.Time{}
+	}
+	closed := ls.seatClosed
 	n.mu.Unlock()
 	start := later(ls.since, seat.AppointedAt)
 	var why string
 	switch {
 	case status != StatusAlive:
 		why = "Red Leader is " + status.String() + " in gossip"
+	case refused.After(later(start, last)):
+		why = "no check-in and its peer port refuses connections: the agent is not running"
 	case !seat.Confirmed() && now.Sub(start) > n.cfg.ConfirmTimeout:
 		why = fmt.Sprintf("no confirmation within %v", n.cfg.ConfirmTimeout)
 	case seat.Confirmed() && now.Sub(later(start, last)) > n.cfg.CheckinTimeout:
 		why = fmt.Sprintf("no check-in within %v", n.cfg.CheckinTimeout)
 	default:
+		if addr != "" && seat.Node != n.cfg.Node &&
+			(last.IsZero() || closed.After(last) || now.Sub(last) > n.cfg.CheckinInterval*5/4) {
+			n.probeSeat(ls, seat.Node, addr)
+		}
 		return
 	}
 	n.log.Warn("displacing the Red Leader", "node", seat.Node, "epoch", seat.Epoch, "why", why)
 	if err := n.applyLocal(r, NewMarkCommand(uuid.NewString(), now, seat.Node, MarkAuto, n.cfg.NLMTTL, why)); err != nil {
 		n.log.Warn("auto mark not committed", "err", err)
+	}
+}
+
+// probeSeat dials the peer port of node, the Red Leader, whose check-in is
+// late, not seen yet by this new Raft leader, or whose check-in connection
+// just closed (rpcConnClosed), one probe at a time. A refused
+// connection means no process listens there: the agent died (SIGKILL, a
+// crash) and its lease is held by nobody, so checkSeat need not wait for
+// the check-in timeout. Any other outcome (accepted, a timeout: a cut-off
+// host) changes nothing; the lease rule then decides, as always.
+func (n *Node) probeSeat(ls *leaderState, node, addr string) {
+	n.mu.Lock()
+	if ls.probing {
+		n.mu.Unlock()
+		return
+	}
+	ls.probing = true
+	n.mu.Unlock()
+	n.goLoop(func() {
+		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.CheckinInterval)
+		at := time.Now()
+		c, err := n.tr.Dial(ctx, addr, true)
+		cancel()
+		if err == nil {
+			c.Close()
+		}
+		refused := errors.Is(err, syscall.ECONNREFUSED)
+		n.mu.Lock()
+		ls.probing = false
+		if refused {
+			ls.refused[node] = at
+		}
+		n.mu.Unlock()
+		if refused {
+			n.log.Info("the Red Leader's peer port refuses connections", "node", node, "addr", addr)
+			n.wake()
+		}
+	})
+}
+
+// rpcConnClosed notes that an RPC connection from remote closed. One from
+// the Red Leader's host (its check-ins keep one open) makes the leader
+// probe its peer port at once: the process may have died.
+func (n *Node) rpcConnClosed(remote net.Addr) {
+	host, _, err := net.SplitHostPort(remote.String())
+	if err != nil {
+		return
+	}
+	n.mu.Lock()
+	ls := n.lead
+	hit := ls != nil && ls.seatHost != "" && ls.seatHost == host
+	if hit {
+		ls.seatClosed = time.Now()
+	}
+	n.mu.Unlock()
+	if hit {
+		n.wake()
 	}
 }
 

@@ -111,8 +111,8 @@ type Config struct {
 	Voter bool
 	Class MachineClass
 
-	// Raft timings: HeartbeatTimeout = ElectionTimeout = 500 ms and
-	// LeaderLeaseTimeout = 250 ms, each times RaftMultiplier (1–10).
+	// Raft timings: HeartbeatTimeout = ElectionTimeout = 1 s and
+	// LeaderLeaseTimeout = 500 ms, each times RaftMultiplier (1–10).
 	RaftMultiplier int
 
 	CheckinInterval   time.Duration // Red Leader check-in period
@@ -269,6 +269,13 @@ func (n *Node) Start(ctx context.Context) error {
 	// client's 30 s IdleConnTimeout so that the client always closes first.
 	n.rpc = &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second,
+		// The Red Leader's check-ins keep one connection open to the Raft
+		// leader: when its process dies, the kernel closes it at once.
+		ConnState: func(c net.Conn, s http.ConnState) {
+			if s == http.StateClosed {
+				n.rpcConnClosed(c.RemoteAddr())
+			}
+		},
 		// net/http's own lines (TLS handshake errors of strangers…) go
 		// through the node's logger, at debug: JSON logs stay JSON.
 		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}

@@ -261,18 +261,92 @@ func TestAppointeeThatNeverChecksIn(t *testing.T) {
 	}
 }
 
+// TestDeadRedLeaderMarkedAtOnce: a Red Leader whose check-ins stop and
+// whose peer port refuses connections (its process died) is marked without
+// waiting for the check-in timeout; one that is only cut off (dials time
+// out or fail otherwise) keeps its seat until the timeout, so its lease
+// always ends first.
+func TestDeadRedLeaderMarkedAtOnce(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		refuse  bool
+		want    string
+		wantNot string
+	}{
+		{"process gone", true, "refuses connections", "no check-in within"},
+		{"cut off", false, "no check-in within", "refuses connections"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := newTestSim(t, 3, func(s *sim, h *simHost, c *Config) {
+				if h.i == 2 {
+					favour(s, h, c)
+				}
+			})
+			rl := s.hosts[2]
+			wait.For(t, 30*time.Second, "the favoured Red Leader", func() bool { return redLeaderAmong(s.hosts) == rl })
+			// Let the Raft leader see a few check-ins, so that the probe
+			// starts from a late check-in, not from a new leader's.
+			time.Sleep(3 * testConfig().CheckinInterval)
+			rl.refuse.Store(tc.refuse)
+			rl.cut.Store(true)
+			wait.For(t, 30*time.Second, "the Red Leader marked", func() bool {
+				return s.hosts[0].node.State().Marked(rl.id, time.Now())
+			})
+			m, _ := s.hosts[0].node.State().Mark(rl.id)
+			if m.By != MarkAuto || !strings.Contains(m.Reason, tc.want) || strings.Contains(m.Reason, tc.wantNot) {
+				t.Errorf("mark = %+v, want an auto mark whose reason says %q", m, tc.want)
+			}
+			wait.For(t, 30*time.Second, "another Red Leader", func() bool { return redLeaderAmong(s.hosts[:2]) != nil })
+		})
+	}
+}
+
+// TestRaftLeaderHandsOffWhenRedLeader: the Raft leader that becomes Red
+// Leader (here it gets the most urgent job) hands Raft leadership to another
+// voter, so that one machine's death never costs both failovers.
+func TestRaftLeaderHandsOffWhenRedLeader(t *testing.T) {
+	t.Parallel()
+	s := newTestSim(t, 3, nil)
+	raftLeader := func() *simHost {
+		for _, h := range s.hosts {
+			if h.node.leading() {
+				return h
+			}
+		}
+		return nil
+	}
+	var lead *simHost
+	wait.For(t, 30*time.Second, "a Red Leader, a Raft leader and 3 voters", func() bool {
+		lead = raftLeader()
+		return redLeaderAmong(s.hosts) != nil && lead != nil && lead.node.Status().Raft.Voters == 3
+	})
+	s.table.update(lead.id, func(m *Member) { m.Priority = PriorityForeground })
+	wait.For(t, 30*time.Second, "the old Raft leader as Red Leader, Raft led by another voter", func() bool {
+		now := raftLeader()
+		return redLeaderAmong(s.hosts) == lead && now != nil && now != lead
+	})
+}
+
 // TestRaftLeadershipEstablishedAndRevokedOnce: the leader duties start once
 // per gain of Raft leadership and stop once per loss, on a leadership
-// transfer as on Close.
+// transfer as on Close. A fourth node that never votes holds the Red Leader
+// seat, so that no Raft leader hands its leadership on (separateRoles).
 func TestRaftLeadershipEstablishedAndRevokedOnce(t *testing.T) {
 	t.Parallel()
 	counts := map[string]*lineCounter{}
-	s := newSim(t, 3)
+	s := newSim(t, 4)
 	s.table.delay = 50 * time.Millisecond
 	for _, h := range s.hosts {
 		counts[h.id] = &lineCounter{n: map[string]int{}}
 	}
-	s.startWith(t, testConfig(), func(h *simHost, c *Config) { c.Logger = slog.New(counts[h.id]) })
+	s.startWith(t, testConfig(), func(h *simHost, c *Config) {
+		c.Logger = slog.New(counts[h.id])
+		if h.i == 3 {
+			favour(s, h, c)
+		}
+	})
 	leaderOf := func() *simHost {
 		for _, h := range s.hosts {
 			if h.node.leading() {

@@ -112,12 +112,17 @@ func (n *Node) openRaft(clusterID string, bootstrap bool, carry *State) error {
 	rc := raft.DefaultConfig()
 	m := time.Duration(n.cfg.RaftMultiplier)
 	rc.LocalID = raft.ServerID(n.cfg.Node)
-	rc.HeartbeatTimeout = 500 * time.Millisecond * m
-	rc.ElectionTimeout = 500 * time.Millisecond * m
-	rc.LeaderLeaseTimeout = 250 * time.Millisecond * m
-	// NB: idle followers get an AppendEntries every CommitTimeout and a heartbeat
-	// every HeartbeatTimeout/10; 50 ms (the default) made an idle leader cost ~3%
-	// of a core. Commits still go out at once: this only paces the idle loop.
+	// The leader heartbeats each follower every 1/10 to 2/10 of
+	// HeartbeatTimeout: that is most of an idle agent's CPU. 1 s (a
+	// heartbeat every 100–200 ms) halves what 500 ms cost, and a Raft leader
+	// that dies is replaced in 1–2 s, within the Red Leader's lease
+	// (checkin_timeout), which no longer waits for it (separateRoles).
+	rc.HeartbeatTimeout = time.Second * m
+	rc.ElectionTimeout = time.Second * m
+	rc.LeaderLeaseTimeout = 500 * time.Millisecond * m
+	// NB: idle followers also get an AppendEntries every CommitTimeout; 50 ms
+	// (the default) made an idle leader cost ~3% of a core. Commits still go
+	// out at once: this only paces the idle loop.
 	rc.CommitTimeout = 500 * time.Millisecond
 	rc.SnapshotInterval = 120 * time.Second
 	rc.SnapshotThreshold = 8192

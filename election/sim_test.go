@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,6 +80,9 @@ type simHost struct {
 	// Raft requests never leave it. Connections others open to it still
 	// work.
 	cut atomic.Bool
+	// refuse makes every dial to this host fail with ECONNREFUSED, as a
+	// host whose agent process died answers a connection to its port.
+	refuse atomic.Bool
 
 	rpcServed   atomic.Int64 // bytes this host wrote as an RPC server
 	pullsServed atomic.Int64 // GET /rpc/state requests this host received
@@ -109,6 +113,9 @@ func (p simPeer) Dial(ctx context.Context, addr string, rpc bool) (net.Conn, err
 	dst := p.h.net.lookup(addr)
 	if dst == nil {
 		return nil, fmt.Errorf("%w: %s", errSimUnreachable, addr)
+	}
+	if dst.refuse.Load() {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: dst.raftLn.Addr(), Err: syscall.ECONNREFUSED}
 	}
 	c1, c2 := net.Pipe()
 	// The server side sees the dialing host's address, as on a real peer
