@@ -254,6 +254,12 @@ type Election struct {
 	// Keep it longer than a Raft failover (1–2 s at raft_multiplier 1) so
 	// that losing the Raft leader does not pause the Red Leader.
 	CheckinTimeout time.Duration `mapstructure:"checkin_timeout" yaml:"checkin_timeout"`
+	// SeparateRoles: a Raft leader that is also the Red Leader hands Raft
+	// leadership to another caught-up voter, so that losing one machine
+	// costs one failover, not a Raft election followed by a Red Leader
+	// failover. Off: the roles may share a machine (one Raft leadership
+	// change fewer when they meet). A subnet with one voter has no choice.
+	SeparateRoles bool `mapstructure:"separate_roles" yaml:"separate_roles"`
 	// ConfirmTimeout: an appointee that does not confirm within this is
 	// marked not-leader-material and the next one is appointed.
 	ConfirmTimeout time.Duration `mapstructure:"confirm_timeout" yaml:"confirm_timeout"`

@@ -111,6 +111,7 @@ func Default() Config {
 			RaftMultiplier:     1,
 			CheckinInterval:    time.Second,
 			CheckinTimeout:     3 * time.Second,
+			SeparateRoles:      true,
 			ConfirmTimeout:     2 * time.Second,
 			NLMTTL:             10 * time.Minute,
 			DeadVoterGrace:     60 * time.Second,

@@ -141,7 +141,7 @@ const handOffSettle = 2 * time.Second
 // handOffSettle.
 func (n *Node) separateRoles(r *raftNode, ls *leaderState, members []Member, now time.Time) bool {
 	seat := r.fsm.summary().RedLeader
-	if seat.Node != n.cfg.Node || !seat.Confirmed() ||
+	if !n.cfg.SeparateRoles || seat.Node != n.cfg.Node || !seat.Confirmed() ||
 		now.Sub(ls.since) < handOffSettle || now.Sub(ls.lastHandOff) < handOffSettle {
 		return false
 	}

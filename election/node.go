@@ -115,6 +115,9 @@ type Config struct {
 	// LeaderLeaseTimeout = 500 ms, each times RaftMultiplier (1–10).
 	RaftMultiplier int
 
+	// SeparateRoles: a Raft leader holding the Red Leader seat too hands
+	// Raft leadership to another voter (separateRoles).
+	SeparateRoles     bool
 	CheckinInterval   time.Duration // Red Leader check-in period
 	CheckinTimeout    time.Duration // missed check-ins for this long: re-appoint; also the fencing lease
 	ConfirmTimeout    time.Duration // an appointee must confirm within this

@@ -308,7 +308,7 @@ func TestDeadRedLeaderMarkedAtOnce(t *testing.T) {
 // voter, so that one machine's death never costs both failovers.
 func TestRaftLeaderHandsOffWhenRedLeader(t *testing.T) {
 	t.Parallel()
-	s := newTestSim(t, 3, nil)
+	s := newTestSim(t, 3, func(_ *sim, _ *simHost, c *Config) { c.SeparateRoles = true })
 	raftLeader := func() *simHost {
 		for _, h := range s.hosts {
 			if h.node.leading() {

@@ -28,6 +28,7 @@ func (a *Agent) electionConfig() election.Config {
 		CheckinInterval:   e.CheckinInterval * m,
 		CheckinTimeout:    e.CheckinTimeout * m,
 		ConfirmTimeout:    e.ConfirmTimeout * m,
+		SeparateRoles:     e.SeparateRoles,
 		NLMTTL:            e.NLMTTL,
 		DeadVoterGrace:    e.DeadVoterGrace * m,
 		QuorumLossTimeout: e.QuorumLossTimeout * m,
