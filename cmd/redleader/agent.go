@@ -3,13 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/redleader-p2p/redleader/config"
+	"github.com/redleader-p2p/redleader/internal/memtrim"
 	"github.com/redleader-p2p/redleader/peer"
 )
 
@@ -42,6 +46,8 @@ func agentCmd(g *globals) *cobra.Command {
 				a.Close()
 				return fmt.Errorf("start agent: %w", err)
 			}
+			trim := time.AfterFunc(startupTrimDelay, func() { trimStartup(log) })
+			defer trim.Stop()
 			for ctx.Err() == nil {
 				select {
 				case <-hup:
@@ -71,4 +77,19 @@ func agentCmd(g *globals) *cobra.Command {
 	f.Int("lan-port", 0, "LAN discovery UDP port (default 7382)")
 	f.Bool("no-lan-discover", false, "do not use multicast to find other agents")
 	return cmd
+}
+
+// startupTrimDelay is when the agent, settled by then, releases the memory
+// only its start-up used.
+const startupTrimDelay = 30 * time.Second
+
+// trimStartup releases the executable's pages that start-up mapped in
+// (internal/memtrim) and the heap that start-up used and freed.
+func trimStartup(log *slog.Logger) {
+	released, err := memtrim.Executable()
+	if err != nil {
+		log.Debug("start-up pages of the executable not released", "err", err)
+	}
+	debug.FreeOSMemory()
+	log.Debug("start-up memory released", "executable_pages_mib", fmt.Sprintf("%.1f", float64(released)/(1<<20)))
 }
