@@ -327,59 +327,109 @@ func arrange(t *testing.T, agents []*agent, same bool) []*api.StatusResponse {
 	return sts
 }
 
-// TestLabElectionFailover: 5 agents up for 30 s; SIGKILL the Red Leader →
-// a new one is appointed and confirmed and all survivors agree within 5 s,
-// the event log says why, and the old one carries an auto mark. Run with
-// the Red Leader being the Raft leader too, and not.
+// rolesEnv is the environment for a subnet where the Red Leader may also
+// lead Raft (shared): election.separate_roles off, so that arrange can put
+// both roles on one machine and they stay there.
+func rolesEnv(shared bool) []string {
+	if shared {
+		return []string{"REDLEADER_ELECTION_SEPARATE_ROLES=false"}
+	}
+	return nil
+}
+
+// TestLabElectionFailover (issue #12): a 5-agent subnet with the default
+// config; SIGKILL the Red Leader 10 times (each time restarting the victim
+// and waiting for the subnet to settle again) → every survivor reports the
+// same new confirmed Red Leader, measured from the kill: p50 ≤ 2 s and max
+// ≤ 5 s. The default keeps the Red Leader off the Raft leader's machine
+// (election.separate_roles), so a second subnet runs 5 more kills with
+// separate_roles off and the Red Leader arranged to lead Raft too: the kill
+// then costs a Raft election first (max ≤ 5 s). Auto marks live 8 s here,
+// so that victims become eligible again.
 func TestLabElectionFailover(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name       string
 		raftLeader bool // the Red Leader is also the Raft leader
+		kills      int
+		p50        time.Duration // 0: not asserted
 	}{
-		{"red-leader-only", false},
-		{"red-leader-and-raft-leader", true},
+		{"default", false, 10, 2 * time.Second},
+		{"red-leader-and-raft-leader", true, 5, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			l := lab.New(t, lab.Options{Subnets: 1, WANRate: "off"})
-			agents, last := formFive(t, l)
-			arrange(t, agents, tc.raftLeader)
-			time.Sleep(time.Until(last.Add(30 * time.Second)))
-			sts, _ := waitAgree(t, agents, 5*time.Second, "agreement before the kill", nil)
-			old := byNode(agents, sts[0].RedLeader.Node)
-			oldEpoch := sts[0].RedLeader.Epoch
-			if (sts[0].Raft.Leader == old.node) != tc.raftLeader {
-				t.Fatalf("Raft leader %s, Red Leader %s: not the case under test", sts[0].Raft.Leader, old.node)
+			agents, _ := formFive(t, l, append(rolesEnv(tc.raftLeader), "REDLEADER_ELECTION_NLM_TTL=8s")...)
+			var took []time.Duration
+			for i := range tc.kills {
+				took = append(took, killRedLeader(t, agents, i+1, tc.raftLeader))
 			}
-
-			if err := old.p.Kill(); err != nil {
-				t.Fatal(err)
+			slices.Sort(took)
+			n := len(took)
+			p50, worst := (took[(n-1)/2]+took[n/2])/2, took[n-1]
+			t.Logf("%d SIGKILLs of the Red Leader (Raft leader too: %v): failover p50 %v, max %v (sorted: %v)", n,
+				tc.raftLeader, p50.Round(time.Millisecond), worst.Round(time.Millisecond), took)
+			if (tc.p50 > 0 && p50 > tc.p50) || worst > 5*time.Second {
+				t.Errorf("failover p50 %v, max %v: want p50 ≤ %v and max ≤ 5 s", p50, worst, tc.p50)
 			}
-			survivors := without(agents, old)
-			sts, took := waitAgree(t, survivors, 5*time.Second, "survivors agree on a new Red Leader",
-				func(s api.RedLeaderInfo, _ []*api.StatusResponse) error {
-					if s.Node == old.node || s.Epoch <= oldEpoch {
-						return fmt.Errorf("seat still %s@%d", s.Name, s.Epoch)
-					}
-					return nil
-				})
-			seat := sts[0].RedLeader
-			t.Logf("SIGKILL of the Red Leader %s (Raft leader too: %v): %s appointed, confirmed, agreed by all 4 in %v (epoch %d → %d)",
-				old.h.Name, tc.raftLeader, seat.Name, took.Round(time.Millisecond), oldEpoch, seat.Epoch)
-
-			evs := survivors[0].events(t)
-			mark, ok := lastEvent(evs, "mark", old.node)
-			if !ok || !strings.HasPrefix(mark.Reason, "auto mark:") {
-				t.Fatalf("no auto mark event for the killed Red Leader: %+v", evs)
-			}
-			appoint, ok := lastEvent(evs, "appoint", seat.Node)
-			if !ok || appoint.Epoch != seat.Epoch {
-				t.Fatalf("no appoint event for %s@%d: %+v", seat.Name, seat.Epoch, evs)
-			}
-			t.Logf("events: mark %q; appoint %q", mark.Reason, appoint.Reason)
 		})
 	}
+}
+
+// killRedLeader SIGKILLs the Red Leader of the settled 5-agent subnet
+// (arranged to lead Raft too when raftLeader), waits until the 4 survivors
+// agree on a new confirmed one, restarts the victim, waits for the subnet
+// to settle again and returns the failover time.
+func killRedLeader(t *testing.T, agents []*agent, round int, raftLeader bool) time.Duration {
+	t.Helper()
+	sts := arrange(t, agents, raftLeader)
+	if !raftLeader {
+		// The default hands Raft leadership away from the Red Leader: let
+		// it happen, and see that it did.
+		sts, _ = waitAgree(t, agents, 10*time.Second, "the Red Leader and the Raft leader apart", func(s api.RedLeaderInfo, sts []*api.StatusResponse) error {
+			if sts[0].Raft.Leader == s.Node {
+				return fmt.Errorf("%s leads Raft too", s.Name)
+			}
+			return nil
+		})
+	}
+	old := byNode(agents, sts[0].RedLeader.Node)
+	oldEpoch := sts[0].RedLeader.Epoch
+	both := sts[0].Raft.Leader == old.node
+	if both != raftLeader {
+		t.Fatalf("Raft leader %s, Red Leader %s: not the case under test", sts[0].Raft.Leader, old.node)
+	}
+	killed := time.Now()
+	if err := old.p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	survivors := without(agents, old)
+	sts, took := waitAgree(t, survivors, 10*time.Second, "survivors agree on a new Red Leader",
+		func(s api.RedLeaderInfo, _ []*api.StatusResponse) error {
+			if s.Node == old.node || s.Epoch <= oldEpoch {
+				return fmt.Errorf("seat still %s@%d", s.Name, s.Epoch)
+			}
+			return nil
+		})
+	seat := sts[0].RedLeader
+	evs := survivors[0].events(t)
+	mark, _ := lastEvent(evs, "mark", old.node)
+	appoint, _ := lastEvent(evs, "appoint", seat.Node)
+	confirm, _ := lastEvent(evs, "confirm", seat.Node)
+	since := func(e api.EventInfo) time.Duration { return e.Time.Sub(killed).Round(time.Millisecond) }
+	t.Logf("kill %d: SIGKILL of the Red Leader %s (Raft leader too: %v): %s agreed by all 4 in %v (epoch %d → %d; marked +%v, appointed +%v, confirmed +%v); mark %q",
+		round, old.h.Name, both, seat.Name, took.Round(time.Millisecond), oldEpoch, seat.Epoch,
+		since(mark), since(appoint), since(confirm), mark.Reason)
+	if !strings.HasPrefix(mark.Reason, "auto mark:") {
+		t.Errorf("no auto mark event for the killed Red Leader: %+v", evs)
+	}
+	<-old.p.Done()
+	old.start(t)
+	old.nodeID(t)
+	waitAgree(t, agents, 30*time.Second, "all 5 agree after the restart", nil)
+	waitRaft(t, agents, 3, 2, 60*time.Second)
+	return took
 }
 
 // TestLabElectionMarkExpires: the auto mark that a killed Red Leader gets
@@ -604,7 +654,7 @@ func TestLabElectionPartition(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			l := lab.New(t, lab.Options{Subnets: 1, WANRate: "off"})
-			agents, _ := formFive(t, l)
+			agents, _ := formFive(t, l, rolesEnv(tc.raftLeader)...)
 			sts := arrange(t, agents, tc.raftLeader)
 			old := byNode(agents, sts[0].RedLeader.Node)
 			s := startSampler(agents)

@@ -1,0 +1,146 @@
+//go:build linux
+
+package lab_test
+
+// The idle footprint of a settled subnet (issue #12, "Idle cost").
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redleader-p2p/redleader/lab"
+)
+
+// Idle budget per agent (issue #12 Done-when).
+const (
+	idleCPUBudget = 0.005 // of one core
+	idleRSSBudget = 20e6  // bytes
+	idleWindow    = 60 * time.Second
+)
+
+// TestLabIdleFootprint: a 3-agent subnet, once settled (3 voters, one
+// confirmed Red Leader), idles for 60 s; every agent stays within 0.5 % of
+// a core and 20 MB RSS, without a cluster key and with one (TLS on the peer
+// port, encrypted gossip, signed beacons). Both subnets idle at the same
+// time. RLLAB_PROFILE_DIR=dir also saves a 25 s CPU profile of each agent.
+func TestLabIdleFootprint(t *testing.T) {
+	if testing.Short() {
+		t.Skip("60 s measurement; skipped with -short")
+	}
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		keyed bool
+	}{{"open", false}, {"cluster-key", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := lab.New(t, lab.Options{Subnets: 1, WANRate: "off"})
+			var env []string
+			if tc.keyed {
+				env = append(env, "REDLEADER_CLUSTER_KEY="+keygen(t, l.AddHost(1)))
+			}
+			agents := make([]*agent, 3)
+			for i := range agents {
+				agents[i] = startAgentEnv(t, l.AddHost(1), env, "--log-level", "info")
+			}
+			for _, a := range agents {
+				a.nodeID(t)
+			}
+			waitAgree(t, agents, 30*time.Second, "3 agents agree", nil)
+			waitRaft(t, agents, 3, 0, 60*time.Second)
+			time.Sleep(5 * time.Second) // the last voter change's gossip and pulls
+			measureIdle(t, agents)
+		})
+	}
+}
+
+// measureIdle samples the agents' CPU time over idleWindow and checks it and
+// their RSS against the budget.
+func measureIdle(t *testing.T, agents []*agent) {
+	t.Helper()
+	if dir := os.Getenv("RLLAB_PROFILE_DIR"); dir != "" {
+		var wg sync.WaitGroup
+		for _, a := range agents {
+			wg.Go(func() { saveCPUProfile(t, a, filepath.Join(dir, t.Name(), a.h.Name+".pprof")) })
+		}
+		defer wg.Wait()
+	}
+	cpu0 := make([]time.Duration, len(agents))
+	for i, a := range agents {
+		cpu0[i] = procCPU(t, a.p.Pid())
+	}
+	t0 := time.Now()
+	time.Sleep(idleWindow)
+	for i, a := range agents {
+		frac := (procCPU(t, a.p.Pid()) - cpu0[i]).Seconds() / time.Since(t0).Seconds()
+		rss := procRSS(t, a.p.Pid())
+		anon, file := procStatusKB(t, a.p.Pid(), "RssAnon:"), procStatusKB(t, a.p.Pid(), "RssFile:")
+		what := "status unavailable"
+		if st, err := a.client().Status(shortCtx(t, 2*time.Second)); err == nil {
+			what = fmt.Sprintf("raft %s, role %s", st.Raft.State, st.Role)
+		}
+		t.Logf("idle agent %s (%s) over %v: RSS %.1f MB (anonymous %.1f MB, file %.1f MB), CPU %.2f%% of a core",
+			a.h.Name, what, idleWindow, float64(rss)/1e6, float64(anon)*1024/1e6, float64(file)*1024/1e6, frac*100)
+		if !a.seesExactly(t, agents) {
+			t.Errorf("%s: cluster not intact after the idle window: %+v", a.h.Name, a.members(t))
+		}
+		if rss > idleRSSBudget || frac > idleCPUBudget {
+			t.Errorf("%s: idle footprint over budget (%.0f MB, %.1f%%): RSS %.1f MB, CPU %.2f%%",
+				a.h.Name, idleRSSBudget/1e6, idleCPUBudget*100, float64(rss)/1e6, frac*100)
+		}
+	}
+}
+
+// saveCPUProfile writes a 25 s CPU profile of a to path.
+func saveCPUProfile(t *testing.T, a *agent, path string) {
+	req, err := http.NewRequestWithContext(shortCtx(t, time.Minute), "GET",
+		"http://"+apiAddr+"/debug/pprof/profile?seconds=25", nil)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	req.Header.Set("Authorization", "Bearer "+a.token(t))
+	resp, err := a.h.HTTPClient().Do(req)
+	if err != nil {
+		t.Errorf("%s: profile: %v", a.h.Name, err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("%s: profile: %v %s", a.h.Name, err, resp.Status)
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Error(err)
+		return
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Error(err)
+	}
+}
+
+// procStatusKB is one "<field> N kB" line of /proc/pid/status, in KiB.
+func procStatusKB(t *testing.T, pid int, field string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
+}
