@@ -5,342 +5,159 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/xml"
-	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
-// Element paths the parser captures. Each step is a short namespace tag
-// (s = SOAP 1.2, a = WS-Addressing, d = WS-Discovery, p = PeerDist, ? = any
-// other namespace) and the local name.
-const (
-	pathEnvelope    = "s:Envelope"
-	pathHeader      = pathEnvelope + "/s:Header"
-	pathTo          = pathHeader + "/a:To"
-	pathAction      = pathHeader + "/a:Action"
-	pathMessageID   = pathHeader + "/a:MessageID"
-	pathRelatesTo   = pathHeader + "/a:RelatesTo"
-	pathAppSequence = pathHeader + "/d:AppSequence"
-	pathBody        = pathEnvelope + "/s:Body"
-	pathProbe       = pathBody + "/d:Probe"
-	pathProbeTypes  = pathProbe + "/d:Types"
-	pathProbeScopes = pathProbe + "/d:Scopes"
-	pathMatches     = pathBody + "/d:ProbeMatches"
-	pathMatch       = pathMatches + "/d:ProbeMatch"
-	pathAddress     = pathMatch + "/a:EndpointReference/a:Address"
-	pathMatchTypes  = pathMatch + "/d:Types"
-	pathMatchScopes = pathMatch + "/d:Scopes"
-	pathXAddrs      = pathMatch + "/d:XAddrs"
-	pathMetadataVer = pathMatch + "/d:MetadataVersion"
-	pathBlockCount  = pathMatch + "/p:PeerDistData/p:BlockCount"
-	pathSegmentAges = pathMatch + "/p:PeerDistData/p:SegmentAges"
-)
+// maxAvailability is the longest v2 Scopes bit array: 2 bits for each of
+// MaxSegments segments.
+const maxAvailability = (2*MaxSegments + 7) / 8
 
-// isTextPath reports whether the character data of the element at path is
-// captured.
-func isTextPath(path string) bool {
-	switch path {
-	case pathTo, pathAction, pathMessageID, pathRelatesTo, pathProbeTypes,
-		pathProbeScopes, pathAddress, pathMatchTypes, pathMatchScopes,
-		pathXAddrs, pathMetadataVer, pathBlockCount, pathSegmentAges:
-		return true
-	}
-	return false
-}
-
-// qname is a resolved XML qualified name.
-type qname struct{ space, local string }
-
-// field is the captured text of one element.
-type field struct {
-	text  string
-	count int // occurrences of the element
-}
-
-// envelope is the raw content of a SOAP envelope relevant to PCCRD.
-type envelope struct {
-	fields    map[string]*field
-	elements  map[string]int // occurrences of every element path seen
-	types     []qname        // resolved wsd:Types of the Probe or ProbeMatch
-	typesErr  error          // a Types QName that could not be resolved
-	matchBy   string         // MatchBy attribute of the Probe's wsd:Scopes
-	appSeq    []xml.Attr     // attributes of wsd:AppSequence
-	hasAppSeq bool
-}
-
-// text returns the trimmed text of the element at path and whether it
-// occurred exactly once. An element that occurs twice is an error.
-func (e *envelope) text(path string) (string, bool, error) {
-	f := e.fields[path]
-	if f == nil {
-		return "", false, nil
-	}
-	if f.count > 1 {
-		return "", false, fmt.Errorf("%w: element %s repeated", ErrMalformed, path)
-	}
-	return strings.TrimSpace(f.text), true, nil
-}
-
-// nsBinding is one namespace declaration in scope.
-type nsBinding struct {
-	prefix, uri string
-	depth       int
-}
-
-func nsTag(space string) string {
-	switch space {
-	case nsSOAP:
-		return "s:"
-	case nsWSA:
-		return "a:"
-	case nsWSD:
-		return "d:"
-	case nsPeerDist:
-		return "p:"
-	default:
-		return "?:"
-	}
-}
-
-// parseEnvelope runs the XML tokenizer over b and captures the parts of a
-// SOAP envelope PCCRD needs. It rejects oversized input, DTDs, deep
-// nesting and anything that is not one well-formed SOAP 1.2 envelope.
-func parseEnvelope(b []byte) (*envelope, error) {
+// scanDatagram applies the checks every datagram gets before any XML is
+// read, then scans it into s.doc.
+func (s *scanner) scanDatagram(b []byte) error {
 	if len(b) > MaxMessageSize {
-		return nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(b))
+		return fmt.Errorf("%w: %d bytes", ErrTooLarge, len(b))
 	}
 	// Every PCCRD message declares the PeerDist namespace (its Types is a
 	// PeerDist QName): a cheap filter for the other WS-Discovery traffic
 	// (printers, PCs) and junk on port 3702.
 	if !bytes.Contains(b, []byte(nsPeerDist)) {
-		return nil, fmt.Errorf("%w: no PeerDist namespace", ErrNotPCCRD)
+		return fmt.Errorf("%w: no PeerDist namespace", ErrNotPCCRD)
 	}
-	d := xml.NewDecoder(bytes.NewReader(b))
-	d.Strict = true
-	env := &envelope{fields: map[string]*field{}, elements: map[string]int{}}
-	var (
-		stack    []string    // element paths, innermost last
-		ns       []nsBinding // namespace declarations in scope
-		capture  *strings.Builder
-		rootSeen bool
-	)
-	for {
-		tok, err := d.Token()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
-		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			if len(stack) == 0 {
-				if rootSeen {
-					return nil, fmt.Errorf("%w: several root elements", ErrMalformed)
-				}
-				rootSeen = true
-				if t.Name.Space != nsSOAP || t.Name.Local != "Envelope" {
-					return nil, fmt.Errorf("%w: root element is not a SOAP 1.2 Envelope", ErrNotPCCRD)
-				}
-			}
-			if capture != nil {
-				return nil, fmt.Errorf("%w: element inside %s", ErrMalformed, stack[len(stack)-1])
-			}
-			if len(stack) >= maxDepth {
-				return nil, fmt.Errorf("%w: elements nested deeper than %d", ErrMalformed, maxDepth)
-			}
-			for _, a := range t.Attr {
-				switch {
-				case a.Name.Space == "xmlns":
-					ns = append(ns, nsBinding{a.Name.Local, a.Value, len(stack)})
-				case a.Name.Space == "" && a.Name.Local == "xmlns":
-					ns = append(ns, nsBinding{"", a.Value, len(stack)})
-				}
-			}
-			path := nsTag(t.Name.Space) + t.Name.Local
-			if len(stack) > 0 {
-				path = stack[len(stack)-1] + "/" + path
-			}
-			stack = append(stack, path)
-			env.elements[path]++
-			if isTextPath(path) {
-				f := env.fields[path]
-				if f == nil {
-					f = &field{}
-					env.fields[path] = f
-				}
-				f.count++
-				capture = &strings.Builder{}
-			}
-			switch path {
-			case pathProbeScopes:
-				env.matchBy = attr(t.Attr, "MatchBy")
-			case pathAppSequence:
-				env.appSeq = t.Attr
-				env.hasAppSeq = true
-			}
-		case xml.CharData:
-			if capture != nil {
-				capture.Write(t)
-			}
-		case xml.EndElement:
-			path := stack[len(stack)-1]
-			if capture != nil {
-				env.fields[path].text = capture.String()
-				capture = nil
-			}
-			if path == pathProbeTypes || path == pathMatchTypes {
-				env.types, env.typesErr = resolveQNames(env.fields[path].text, ns)
-			}
-			stack = stack[:len(stack)-1]
-			for len(ns) > 0 && ns[len(ns)-1].depth >= len(stack) {
-				ns = ns[:len(ns)-1]
-			}
-		case xml.Directive:
-			return nil, fmt.Errorf("%w: DTD or directive not allowed", ErrMalformed)
-		}
-	}
-	if !rootSeen {
-		return nil, fmt.Errorf("%w: no root element", ErrMalformed)
-	}
-	return env, nil
-}
-
-// attr returns the trimmed value of the unqualified attribute name.
-func attr(attrs []xml.Attr, name string) string {
-	for _, a := range attrs {
-		if a.Name.Space == "" && a.Name.Local == name {
-			return strings.TrimSpace(a.Value)
-		}
-	}
-	return ""
-}
-
-// resolveQNames resolves a whitespace-separated list of QNames (the value
-// of wsd:Types) against the namespace declarations in scope.
-func resolveQNames(text string, ns []nsBinding) ([]qname, error) {
-	var out []qname
-	for _, tok := range strings.Fields(text) {
-		prefix, local, ok := strings.Cut(tok, ":")
-		if !ok {
-			prefix, local = "", tok
-		}
-		uri, found := "", false
-		for i := len(ns) - 1; i >= 0; i-- {
-			if ns[i].prefix == prefix {
-				uri, found = ns[i].uri, true
-				break
-			}
-		}
-		if !found && prefix != "" {
-			return nil, fmt.Errorf("%w: undeclared prefix %q in Types", ErrMalformed, prefix)
-		}
-		out = append(out, qname{uri, local})
-	}
-	return out, nil
-}
-
-// pccrdVersion returns the PCCRD version named by the Types element at
-// path, or ErrNotPCCRD when it is not exactly one PeerDist type.
-func (e *envelope) pccrdVersion(path string) (Version, error) {
-	if _, ok, err := e.text(path); err != nil {
-		return 0, err
-	} else if !ok {
-		return 0, fmt.Errorf("%w: no Types", ErrNotPCCRD)
-	}
-	if e.typesErr != nil {
-		return 0, e.typesErr
-	}
-	if len(e.types) != 1 || e.types[0].space != nsPeerDist {
-		return 0, fmt.Errorf("%w: Types is not a single PeerDist type", ErrNotPCCRD)
-	}
-	switch e.types[0].local {
-	case typeV1Local:
-		return V1, nil
-	case typeV2Local:
-		return V2, nil
-	}
-	return 0, fmt.Errorf("%w: unknown PeerDist type %q", ErrNotPCCRD, e.types[0].local)
-}
-
-// action returns the wsa:Action or ErrNotPCCRD when it is missing.
-func (e *envelope) action() (string, error) {
-	a, ok, err := e.text(pathAction)
-	if err != nil {
-		return "", err
-	}
-	if !ok {
-		return "", fmt.Errorf("%w: no wsa:Action", ErrNotPCCRD)
-	}
-	return a, nil
-}
-
-// uri returns the required, bounded text of a URI element.
-func (e *envelope) uri(path, name string) (string, error) {
-	s, ok, err := e.text(path)
-	if err != nil {
-		return "", err
-	}
-	if !ok || s == "" {
-		return "", fmt.Errorf("%w: no %s", ErrMalformed, name)
-	}
-	if len(s) > maxURILen || strings.ContainsAny(s, " \t\r\n") {
-		return "", fmt.Errorf("%w: bad %s", ErrMalformed, name)
-	}
-	return s, nil
+	return s.scan(b)
 }
 
 // ParseProbe decodes a PCCRD Probe (v1 or v2). It returns an error wrapping
 // ErrTooLarge, ErrNotPCCRD (well-formed but not a PeerDist Probe) or
 // ErrMalformed; it never panics.
 func ParseProbe(b []byte) (*Probe, error) {
-	env, err := parseEnvelope(b)
-	if err != nil {
+	var s scanner
+	if err := s.scanDatagram(b); err != nil {
 		return nil, fmt.Errorf("parse probe: %w", err)
 	}
-	p, err := env.probe()
+	p, err := s.doc.probe()
 	if err != nil {
 		return nil, fmt.Errorf("parse probe: %w", err)
 	}
 	return p, nil
 }
 
-func (e *envelope) probe() (*Probe, error) {
-	action, err := e.action()
+// ParseProbeMatch decodes a PCCRD ProbeMatches message carrying exactly one
+// ProbeMatch (v1 or v2). Errors wrap ErrTooLarge, ErrNotPCCRD or
+// ErrMalformed; it never panics. An invalid v2 SegmentAges blob is ignored
+// (AgeUnits 0), as the spec says to discard it.
+func ParseProbeMatch(b []byte) (*ProbeMatch, error) {
+	var s scanner
+	if err := s.scanDatagram(b); err != nil {
+		return nil, fmt.Errorf("parse probe match: %w", err)
+	}
+	m, err := s.doc.probeMatch()
 	if err != nil {
+		return nil, fmt.Errorf("parse probe match: %w", err)
+	}
+	return m, nil
+}
+
+// text returns the trimmed text of text node n and whether it occurred
+// exactly once. An element that occurs twice is an error.
+func (d *scanned) textOf(n node) ([]byte, bool, error) {
+	switch d.count[n] {
+	case 0:
+		return nil, false, nil
+	case 1:
+		return bytes.TrimSpace(d.text[n]), true, nil
+	}
+	return nil, false, fmt.Errorf("%w: element %v repeated", ErrMalformed, n)
+}
+
+// version returns the PCCRD version named by the Types node n, or
+// ErrNotPCCRD when it is not exactly one PeerDist type.
+func (d *scanned) version(n node) (Version, error) {
+	if _, ok, err := d.textOf(n); err != nil {
+		return 0, err
+	} else if !ok {
+		return 0, fmt.Errorf("%w: no Types", ErrNotPCCRD)
+	}
+	t := d.types
+	if t.undefined != nil {
+		return 0, fmt.Errorf("%w: undeclared prefix %.40q in Types", ErrMalformed, t.undefined)
+	}
+	if t.n != 1 || !t.peerDist {
+		return 0, fmt.Errorf("%w: Types is not a single PeerDist type", ErrNotPCCRD)
+	}
+	switch string(t.local) {
+	case typeV1Local:
+		return V1, nil
+	case typeV2Local:
+		return V2, nil
+	}
+	return 0, fmt.Errorf("%w: unknown PeerDist type %.40q", ErrNotPCCRD, t.local)
+}
+
+// action checks that wsa:Action is want; ErrNotPCCRD when it is missing or
+// another one.
+func (d *scanned) action(want string) error {
+	a, ok, err := d.textOf(nodeAction)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: no wsa:Action", ErrNotPCCRD)
+	}
+	if string(a) != want {
+		return fmt.Errorf("%w: action %.80q", ErrNotPCCRD, a)
+	}
+	return nil
+}
+
+// uri returns the required, bounded text of a URI element.
+func (d *scanned) uri(n node) (string, error) {
+	s, ok, err := d.textOf(n)
+	if err != nil {
+		return "", err
+	}
+	if !ok || len(s) == 0 {
+		return "", fmt.Errorf("%w: no %v", ErrMalformed, n)
+	}
+	if len(s) > maxURILen || bytes.ContainsAny(s, " \t\r\n") {
+		return "", fmt.Errorf("%w: bad %v", ErrMalformed, n)
+	}
+	return string(s), nil
+}
+
+func (d *scanned) probe() (*Probe, error) {
+	if err := d.action(actionProbe); err != nil {
 		return nil, err
 	}
-	if action != actionProbe {
-		return nil, fmt.Errorf("%w: action %.80q", ErrNotPCCRD, action)
-	}
-	if e.elements[pathProbe] != 1 {
+	if d.count[nodeProbe] != 1 {
 		return nil, fmt.Errorf("%w: want one wsd:Probe in the body", ErrMalformed)
 	}
-	v, err := e.pccrdVersion(pathProbeTypes)
+	v, err := d.version(nodeProbeTypes)
 	if err != nil {
 		return nil, err
 	}
 	p := &Probe{Version: v}
-	if p.MessageID, err = e.uri(pathMessageID, "MessageID"); err != nil {
+	if p.MessageID, err = d.uri(nodeMessageID); err != nil {
 		return nil, err
 	}
-	scopes, ok, err := e.text(pathProbeScopes)
+	scopes, ok, err := d.textOf(nodeProbeScopes)
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
 		return nil, fmt.Errorf("%w: no Scopes", ErrMalformed)
 	}
-	if e.matchBy != v.matchBy() {
-		return nil, fmt.Errorf("%w: MatchBy %.80q for %v", ErrMalformed, e.matchBy, v)
+	if string(d.matchBy) != v.matchBy() {
+		return nil, fmt.Errorf("%w: MatchBy %.80q for %v", ErrMalformed, d.matchBy, v)
 	}
 	if v == V1 {
-		p.Segments, err = parseHexScopes(scopes)
+		p.Segments, err = hexScopes(scopes)
 	} else {
-		p.Segments, err = parseV2ProbeScopes(scopes)
+		p.Segments, err = v2ProbeScopes(scopes)
 	}
 	if err != nil {
 		return nil, err
@@ -348,35 +165,203 @@ func (e *envelope) probe() (*Probe, error) {
 	return p, nil
 }
 
-// parseHexScopes decodes v1 Scopes: whitespace-separated hexBinary HoHoDks.
-func parseHexScopes(s string) ([][]byte, error) {
-	toks := strings.Fields(s)
-	if len(toks) == 0 || len(toks) > MaxSegments {
-		return nil, fmt.Errorf("%w: %d scopes", ErrMalformed, len(toks))
+func (d *scanned) probeMatch() (*ProbeMatch, error) {
+	if err := d.action(actionMatches); err != nil {
+		return nil, err
 	}
-	out := make([][]byte, 0, len(toks))
-	for _, t := range toks {
-		b, err := hex.DecodeString(t)
-		if err != nil {
+	if d.count[nodeMatches] != 1 || d.count[nodeMatch] != 1 {
+		return nil, fmt.Errorf("%w: want one wsd:ProbeMatch", ErrMalformed)
+	}
+	v, err := d.version(nodeMatchTypes)
+	if err != nil {
+		return nil, err
+	}
+	m := &ProbeMatch{Version: v}
+	if m.MessageID, err = d.uri(nodeMessageID); err != nil {
+		return nil, err
+	}
+	if m.RelatesTo, err = d.uri(nodeRelatesTo); err != nil {
+		return nil, err
+	}
+	if _, ok, err := d.textOf(nodeAddress); err != nil {
+		return nil, err
+	} else if ok {
+		if m.Address, err = d.uri(nodeAddress); err != nil {
+			return nil, err
+		}
+	}
+	if n := d.count[nodeAppSequence]; n > 1 {
+		return nil, fmt.Errorf("%w: AppSequence repeated", ErrMalformed)
+	} else if n == 1 {
+		if m.InstanceID, err = parseUint32Bytes(d.instanceID, 10); err != nil {
+			return nil, fmt.Errorf("%w: InstanceId: %w", ErrMalformed, err)
+		}
+		if m.MessageNumber, err = parseUint32Bytes(d.messageNumber, 10); err != nil {
+			return nil, fmt.Errorf("%w: MessageNumber: %w", ErrMalformed, err)
+		}
+	}
+	if s, ok, err := d.textOf(nodeMetadataVer); err != nil {
+		return nil, err
+	} else if ok {
+		if m.MetadataVersion, err = parseUint32Bytes(s, 10); err != nil {
+			return nil, fmt.Errorf("%w: MetadataVersion: %w", ErrMalformed, err)
+		}
+	}
+	if m.XAddrs, err = d.xaddrs(); err != nil {
+		return nil, err
+	}
+	scopes, ok, err := d.textOf(nodeMatchScopes)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: no Scopes", ErrMalformed)
+	}
+	if v == V1 {
+		err = d.matchV1(m, scopes)
+	} else {
+		err = d.matchV2(m, scopes)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (d *scanned) xaddrs() ([]string, error) {
+	s, ok, err := d.textOf(nodeXAddrs)
+	if err != nil {
+		return nil, err
+	}
+	n := 0
+	for t, i := nextField(s, 0); t != nil; t, i = nextField(s, i) {
+		if len(t) > maxURILen {
+			return nil, fmt.Errorf("%w: XAddr too long", ErrMalformed)
+		}
+		n++
+	}
+	if !ok || n == 0 || n > maxXAddrs {
+		return nil, fmt.Errorf("%w: %d XAddrs", ErrMalformed, n)
+	}
+	return strings.Fields(string(s)), nil
+}
+
+func (d *scanned) matchV1(m *ProbeMatch, scopes []byte) error {
+	var err error
+	if m.Segments, err = hexScopes(scopes); err != nil {
+		return err
+	}
+	s, ok, err := d.textOf(nodeBlockCount)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: no BlockCount", ErrMalformed)
+	}
+	m.BlockCounts, err = blockCounts(s, len(m.Segments))
+	return err
+}
+
+// blockCounts decodes n v1 block counts: 8 hex digits each, whitespace
+// ignored.
+func blockCounts(s []byte, n int) ([]uint32, error) {
+	s = withoutSpace(s)
+	if len(s) != 8*n {
+		return nil, fmt.Errorf("%w: BlockCount has %d hex digits for %d scopes", ErrMalformed, len(s), n)
+	}
+	counts := make([]uint32, n)
+	for i := range counts {
+		var err error
+		if counts[i], err = parseUint32Bytes(s[8*i:8*i+8], 16); err != nil {
+			return nil, fmt.Errorf("%w: BlockCount: %w", ErrMalformed, err)
+		}
+	}
+	return counts, nil
+}
+
+func (d *scanned) matchV2(m *ProbeMatch, scopes []byte) error {
+	b, err := decodeBase64Bytes(scopes)
+	if err != nil {
+		return fmt.Errorf("%w: scopes are not base64: %w", ErrMalformed, err)
+	}
+	if len(b) == 0 || len(b) > maxAvailability {
+		return fmt.Errorf("%w: scopes bit array of %d bytes", ErrMalformed, len(b))
+	}
+	m.Availability = b
+	if s, ok, err := d.textOf(nodeSegmentAges); err != nil {
+		return err
+	} else if ok {
+		m.AgeUnits, m.Ages = segmentAges(s)
+	}
+	return nil
+}
+
+// hexScopes decodes v1 Scopes: whitespace-separated hexBinary HoHoDks.
+func hexScopes(s []byte) ([][]byte, error) {
+	n := 0
+	for t, i := nextField(s, 0); t != nil; t, i = nextField(s, i) {
+		n++
+	}
+	if n == 0 || n > MaxSegments {
+		return nil, fmt.Errorf("%w: %d scopes", ErrMalformed, n)
+	}
+	out := make([][]byte, 0, n)
+	buf := make([]byte, len(s)/2)
+	for t, i := nextField(s, 0); t != nil; t, i = nextField(s, i) {
+		if len(t)%2 != 0 {
+			return nil, fmt.Errorf("%w: scope of %d hex digits", ErrMalformed, len(t))
+		}
+		seg := buf[: len(t)/2 : len(t)/2]
+		buf = buf[len(t)/2:]
+		if _, err := hex.Decode(seg, t); err != nil {
 			return nil, fmt.Errorf("%w: scope is not hexBinary: %w", ErrMalformed, err)
 		}
-		if !validHoHoDkLen(len(b)) {
-			return nil, fmt.Errorf("%w: scope of %d bytes", ErrMalformed, len(b))
+		if !validHoHoDkLen(len(seg)) {
+			return nil, fmt.Errorf("%w: scope of %d bytes", ErrMalformed, len(seg))
 		}
-		out = append(out, b)
+		out = append(out, seg)
 	}
 	return out, nil
 }
 
-// decodeBase64 decodes standard base64 ignoring whitespace.
-func decodeBase64(s string) ([]byte, error) {
-	return base64.StdEncoding.DecodeString(strings.Join(strings.Fields(s), ""))
+// withoutSpace returns s without its white space (as unicode.IsSpace
+// defines it), a copy only when there was some.
+func withoutSpace(s []byte) []byte {
+	i := 0
+	for i < len(s) && s[i] < utf8.RuneSelf && !isASCIISpace(s[i]) {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	out := make([]byte, i, len(s))
+	copy(out, s)
+	for i < len(s) {
+		r, size := utf8.DecodeRune(s[i:])
+		if !unicode.IsSpace(r) {
+			out = append(out, s[i:i+size]...)
+		}
+		i += size
+	}
+	return out
 }
 
-// parseV2ProbeScopes decodes v2 Probe Scopes: base64 of SegmentHashSize
+func isASCIISpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
+}
+
+// decodeBase64Bytes decodes standard base64 ignoring whitespace.
+func decodeBase64Bytes(s []byte) ([]byte, error) {
+	s = withoutSpace(s)
+	b := make([]byte, base64.StdEncoding.DecodedLen(len(s)))
+	n, err := base64.StdEncoding.Decode(b, s)
+	return b[:n], err
+}
+
+// v2ProbeScopes decodes v2 Probe Scopes: base64 of SegmentHashSize
 // (2 bytes BE), SegmentHashCount (1 byte), then the HoHoDks.
-func parseV2ProbeScopes(s string) ([][]byte, error) {
-	b, err := decodeBase64(s)
+func v2ProbeScopes(s []byte) ([][]byte, error) {
+	b, err := decodeBase64Bytes(s)
 	if err != nil {
 		return nil, fmt.Errorf("%w: scopes are not base64: %w", ErrMalformed, err)
 	}
@@ -394,157 +379,10 @@ func parseV2ProbeScopes(s string) ([][]byte, error) {
 	return out, nil
 }
 
-// ParseProbeMatch decodes a PCCRD ProbeMatches message carrying exactly one
-// ProbeMatch (v1 or v2). Errors wrap ErrTooLarge, ErrNotPCCRD or
-// ErrMalformed; it never panics. An invalid v2 SegmentAges blob is ignored
-// (AgeUnits 0), as the spec says to discard it.
-func ParseProbeMatch(b []byte) (*ProbeMatch, error) {
-	env, err := parseEnvelope(b)
-	if err != nil {
-		return nil, fmt.Errorf("parse probe match: %w", err)
-	}
-	m, err := env.probeMatch()
-	if err != nil {
-		return nil, fmt.Errorf("parse probe match: %w", err)
-	}
-	return m, nil
-}
-
-func (e *envelope) probeMatch() (*ProbeMatch, error) {
-	action, err := e.action()
-	if err != nil {
-		return nil, err
-	}
-	if action != actionMatches {
-		return nil, fmt.Errorf("%w: action %.80q", ErrNotPCCRD, action)
-	}
-	if e.elements[pathMatches] != 1 || e.elements[pathMatch] != 1 {
-		return nil, fmt.Errorf("%w: want one wsd:ProbeMatch", ErrMalformed)
-	}
-	v, err := e.pccrdVersion(pathMatchTypes)
-	if err != nil {
-		return nil, err
-	}
-	m := &ProbeMatch{Version: v}
-	if m.MessageID, err = e.uri(pathMessageID, "MessageID"); err != nil {
-		return nil, err
-	}
-	if m.RelatesTo, err = e.uri(pathRelatesTo, "RelatesTo"); err != nil {
-		return nil, err
-	}
-	if _, ok, err := e.text(pathAddress); err != nil {
-		return nil, err
-	} else if ok {
-		if m.Address, err = e.uri(pathAddress, "Address"); err != nil {
-			return nil, err
-		}
-	}
-	if e.hasAppSeq {
-		if e.elements[pathAppSequence] != 1 {
-			return nil, fmt.Errorf("%w: AppSequence repeated", ErrMalformed)
-		}
-		if m.InstanceID, err = parseUint32(attr(e.appSeq, "InstanceId"), 10); err != nil {
-			return nil, fmt.Errorf("%w: InstanceId: %w", ErrMalformed, err)
-		}
-		if m.MessageNumber, err = parseUint32(attr(e.appSeq, "MessageNumber"), 10); err != nil {
-			return nil, fmt.Errorf("%w: MessageNumber: %w", ErrMalformed, err)
-		}
-	}
-	if s, ok, err := e.text(pathMetadataVer); err != nil {
-		return nil, err
-	} else if ok {
-		if m.MetadataVersion, err = parseUint32(s, 10); err != nil {
-			return nil, fmt.Errorf("%w: MetadataVersion: %w", ErrMalformed, err)
-		}
-	}
-	if m.XAddrs, err = e.xaddrs(); err != nil {
-		return nil, err
-	}
-	scopes, ok, err := e.text(pathMatchScopes)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, fmt.Errorf("%w: no Scopes", ErrMalformed)
-	}
-	if v == V1 {
-		err = m.parseV1(e, scopes)
-	} else {
-		err = m.parseV2(e, scopes)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return m, nil
-}
-
-func (e *envelope) xaddrs() ([]string, error) {
-	s, ok, err := e.text(pathXAddrs)
-	if err != nil {
-		return nil, err
-	}
-	toks := strings.Fields(s)
-	if !ok || len(toks) == 0 || len(toks) > maxXAddrs {
-		return nil, fmt.Errorf("%w: %d XAddrs", ErrMalformed, len(toks))
-	}
-	for _, t := range toks {
-		if len(t) > maxURILen {
-			return nil, fmt.Errorf("%w: XAddr too long", ErrMalformed)
-		}
-	}
-	return toks, nil
-}
-
-func (m *ProbeMatch) parseV1(e *envelope, scopes string) error {
-	var err error
-	if m.Segments, err = parseHexScopes(scopes); err != nil {
-		return err
-	}
-	s, ok, err := e.text(pathBlockCount)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return fmt.Errorf("%w: no BlockCount", ErrMalformed)
-	}
-	s = strings.Join(strings.Fields(s), "")
-	if len(s) != 8*len(m.Segments) {
-		return fmt.Errorf("%w: BlockCount has %d hex digits for %d scopes", ErrMalformed, len(s), len(m.Segments))
-	}
-	m.BlockCounts = make([]uint32, len(m.Segments))
-	for i := range m.BlockCounts {
-		if m.BlockCounts[i], err = parseUint32(s[8*i:8*i+8], 16); err != nil {
-			return fmt.Errorf("%w: BlockCount: %w", ErrMalformed, err)
-		}
-	}
-	return nil
-}
-
-// maxAvailability is the longest v2 Scopes bit array: 2 bits for each of
-// MaxSegments segments.
-const maxAvailability = (2*MaxSegments + 7) / 8
-
-func (m *ProbeMatch) parseV2(e *envelope, scopes string) error {
-	b, err := decodeBase64(scopes)
-	if err != nil {
-		return fmt.Errorf("%w: scopes are not base64: %w", ErrMalformed, err)
-	}
-	if len(b) == 0 || len(b) > maxAvailability {
-		return fmt.Errorf("%w: scopes bit array of %d bytes", ErrMalformed, len(b))
-	}
-	m.Availability = b
-	if s, ok, err := e.text(pathSegmentAges); err != nil {
-		return err
-	} else if ok {
-		m.AgeUnits, m.Ages = parseSegmentAges(s)
-	}
-	return nil
-}
-
-// parseSegmentAges decodes an MS-PCCRR Extensible Blob version 1. An
-// invalid blob yields units 0 and no ages (the spec says to discard it).
-func parseSegmentAges(s string) (uint8, []SegmentAge) {
-	b, err := decodeBase64(s)
+// segmentAges decodes an MS-PCCRR Extensible Blob version 1. An invalid
+// blob yields units 0 and no ages (the spec says to discard it).
+func segmentAges(s []byte) (uint8, []SegmentAge) {
+	b, err := decodeBase64Bytes(s)
 	if err != nil || len(b) < 4 || binary.BigEndian.Uint16(b) != segmentAgesVer {
 		return 0, nil
 	}
@@ -560,12 +398,12 @@ func parseSegmentAges(s string) (uint8, []SegmentAge) {
 	return units, ages
 }
 
-// parseUint32 parses an unsigned 32-bit number with no sign or prefix.
-func parseUint32(s string, base int) (uint32, error) {
-	if s == "" || s[0] == '+' || s[0] == '-' {
+// parseUint32Bytes parses an unsigned 32-bit number with no sign or prefix.
+func parseUint32Bytes(s []byte, base int) (uint32, error) {
+	if len(s) == 0 || s[0] == '+' || s[0] == '-' {
 		return 0, fmt.Errorf("bad number %.20q", s)
 	}
-	n, err := strconv.ParseUint(s, base, 32)
+	n, err := strconv.ParseUint(string(s), base, 32)
 	if err != nil {
 		return 0, fmt.Errorf("bad number %.20q", s)
 	}

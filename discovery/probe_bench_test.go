@@ -2,7 +2,10 @@ package discovery
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,6 +55,59 @@ func BenchmarkParseProbeMatch(b *testing.B) {
 	b.Run("v2-spec-4.4", func(b *testing.B) {
 		benchParse(b, readTestdata(b, "pccrd-probematch-v2-spec-4.4.corrected.xml"), ParseProbeMatch)
 	})
+}
+
+// craftedDatagrams are MaxMessageSize envelopes built to make a parser do
+// the most work per byte: many namespace declarations (each prefix lookup
+// must stay cheap), many attributes with references, and many non-ASCII
+// names (checked by encoding/xml). All are rejected.
+func craftedDatagrams() map[string][]byte {
+	head := `<soap:Envelope xmlns:soap="` + nsSOAP + `" xmlns:wsa="` + nsWSA + `" xmlns:PeerDist="` + nsPeerDist + `"`
+	build := func(open, repeat func(*strings.Builder, int), close string) []byte {
+		var b strings.Builder
+		b.WriteString(head)
+		open(&b, 0)
+		for i := 0; b.Len() < MaxMessageSize-len(close)-32; i++ {
+			repeat(&b, i)
+		}
+		b.WriteString(close)
+		return []byte(b.String())
+	}
+	return map[string][]byte{
+		"declarations": build(func(b *strings.Builder, _ int) {
+			for i := range 1000 {
+				fmt.Fprintf(b, ` xmlns:p%d="u"`, i)
+			}
+			b.WriteString(`><soap:Header>`)
+		}, func(b *strings.Builder, _ int) { b.WriteString(`<wsa:To/>`) }, `</soap:Header></soap:Envelope>`),
+		"attributes": build(func(b *strings.Builder, _ int) { b.WriteString(`><soap:Header><x`) },
+			func(b *strings.Builder, i int) { fmt.Fprintf(b, ` a%d="&lt;&#65;"`, i) }, `/></soap:Header></soap:Envelope>`),
+		"non-ascii-names": build(func(b *strings.Builder, _ int) { b.WriteString(`><soap:Header><x`) },
+			func(b *strings.Builder, i int) { fmt.Fprintf(b, ` é%d=""`, i) }, `/></soap:Header></soap:Envelope>`),
+	}
+}
+
+// BenchmarkParseCrafted is the cost of the worst datagrams we know of, for
+// the scanner and (as "reference") the encoding/xml decoder it replaced.
+func BenchmarkParseCrafted(b *testing.B) {
+	crafted := craftedDatagrams()
+	for _, name := range slices.Sorted(maps.Keys(crafted)) {
+		msg := crafted[name]
+		for _, parse := range []struct {
+			name string
+			fn   func([]byte) (*Probe, error)
+		}{{"scanner", ParseProbe}, {"reference", parseProbeXML}} {
+			b.Run(name+"/"+parse.name, func(b *testing.B) {
+				b.SetBytes(int64(len(msg)))
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := parse.fn(msg); err == nil {
+						b.Fatal("accepted")
+					}
+				}
+			})
+		}
+	}
 }
 
 // BenchmarkProbeFirstMatch measures probe-to-first-match latency over
