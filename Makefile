@@ -40,7 +40,7 @@ help:
 	@echo "ci        lint, build, cross, test, lab-test (what .ci/run calls)"
 
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/redleader
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/redleader
 
 run: build
 	./$(BIN) agent

@@ -363,6 +363,14 @@ func (n *Node) goLoop(f func()) {
 // State returns the newest election state this node holds.
 func (n *Node) State() State { return n.source().State() }
 
+// Policy is the committed policy: State().Policy without copying the event
+// log and the dedup window (the agent polls it every second).
+func (n *Node) Policy() Policy { return n.summary().Policy }
+
+// Secret is the committed subnet content secret (nil before init), without
+// copying the event log and the dedup window.
+func (n *Node) Secret() []byte { return n.summary().Secret }
+
 // summary is State without the event log and dedup window.
 func (n *Node) summary() State { return n.source().summary() }
 

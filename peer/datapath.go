@@ -254,7 +254,7 @@ func (a *Agent) contentSecret() []byte {
 	if n == nil {
 		return nil
 	}
-	return n.State().Secret
+	return n.Secret()
 }
 
 // followRole sets the WAN rate for the role: the leader rate from the

@@ -72,7 +72,7 @@ func (a *Agent) startElection() error {
 				a.stats.setRedLeader(held)
 				a.followRole(held)
 			case <-tick.C:
-				a.followPolicy(n.State().Policy)
+				a.followPolicy(n.Policy())
 			}
 		}
 	})

@@ -82,6 +82,12 @@ func newPool(cfg poolConfig) (*pool, error) {
 		mc.GossipVerifyOutgoing = true
 	}
 	mc.DeadNodeReclaimTime = 30 * time.Second // a rebooted or re-addressed node may come back at once
+	// No LZW compression of what this node sends: memberlist compresses
+	// every UDP message, each ping and ack included, with a fresh 64 KiB
+	// table, which made it the largest allocator of an idle agent (13 MB
+	// in 90 s). Gossip messages are a few hundred bytes on a LAN; received
+	// compressed messages (older agents) are still read.
+	mc.EnableCompression = false
 	mc.Delegate = (*poolDelegate)(p)
 	mc.Events = (*poolEvents)(p)
 	mc.Logger = logbridge.StdLogger(cfg.Log.With("component", "memberlist"))
