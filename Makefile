@@ -56,8 +56,11 @@ lab-test: build
 bench-lab: build
 	cd lab && REDLEADER_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 45m -run '^TestDataPathBench$$' -args -bench-lab
 
+# BENCH selects benchmarks by name (default: all), e.g.
+# make bench BENCH='ServeBlock|ParseProbe' PKGS='./peer/retrieval ./discovery'
+BENCH ?= .
 bench:
-	$(PRIVATE) $(GO) test -run '^$$' -bench . -benchmem -timeout 20m $(PKGS)
+	$(PRIVATE) $(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -timeout 20m $(PKGS)
 
 fuzz:
 	@set -e; for pkg in $(PKGS); do \
