@@ -52,7 +52,8 @@ func (a *Agent) startContent() error {
 	// One LAN limiter for all the uploads, bursts of at least one block.
 	lan := shaping.NewLimiter(a.cfg.Shaping.LANRate, pccrc.BlockSize)
 	srv, err := retrieval.NewServer(retrieval.ServerConfig{Store: c, Logger: a.log.With("component", "pccrr"),
-		Pace: func(ctx context.Context, w io.Writer) io.Writer { return shaping.NewWriter(ctx, w, lan) }})
+		Metrics: retrieval.NewMetrics(a.reg),
+		Pace:    func(ctx context.Context, w io.Writer) io.Writer { return shaping.NewWriter(ctx, w, lan) }})
 	if err != nil {
 		c.Close()
 		return err

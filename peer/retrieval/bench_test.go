@@ -3,8 +3,10 @@ package retrieval
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"sync/atomic"
 	"testing"
 
 	"github.com/redleader-p2p/redleader/peer/content"
@@ -15,16 +17,25 @@ import (
 // decrypting it. "encrypt-every-block" disables the cipher cache, so the
 // server reads, pads and AES-256-CBC-encrypts every block; "cipher-cache"
 // is the default server, which encrypts each block once and replays it.
+// Those two send one request at a time over one connection; the
+// "-parallel" variants send from 2×GOMAXPROCS clients at once, each on its
+// own connection, so that the server encrypts on every core.
 func BenchmarkServeBlock(b *testing.B) {
 	for _, bc := range []struct {
-		name  string
-		cache int
-	}{{"encrypt-every-block", -1}, {"cipher-cache", 0}} {
-		b.Run(bc.name, func(b *testing.B) { benchServe(b, bc.cache) })
+		name     string
+		cache    int
+		parallel bool
+	}{
+		{"encrypt-every-block", -1, false},
+		{"cipher-cache", 0, false},
+		{"encrypt-every-block-parallel", -1, true},
+		{"cipher-cache-parallel", 0, true},
+	} {
+		b.Run(bc.name, func(b *testing.B) { benchServe(b, bc.cache, bc.parallel) })
 	}
 }
 
-func benchServe(b *testing.B, cacheBytes int) {
+func benchServe(b *testing.B, cacheBytes int, parallel bool) {
 	info, data := testContent(b, 64*content.BlockSize)
 	seg := &info.Segments[0]
 	ts, _, _ := startPeer(b, newMemStore(info, data, nil), ServerConfig{CipherCacheBytes: cacheBytes})
@@ -36,26 +47,47 @@ func benchServe(b *testing.B, cacheBytes int) {
 		}
 		reqs = append(reqs, req)
 	}
-	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 64}}
 	defer client.CloseIdleConnections()
 	url := ts.URL + Path
-	buf := make([]byte, 0, 70000)
-	b.SetBytes(content.BlockSize)
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
+	// fetch sends request i and reads the reply into buf.
+	fetch := func(i int, buf []byte) error {
 		resp, err := client.Post(url, "application/octet-stream", bytes.NewReader(reqs[i%64]))
-		i++
 		if err != nil {
-			b.Fatal(err)
+			return err
 		}
 		w := bytes.NewBuffer(buf[:0])
 		n, err := io.Copy(w, resp.Body)
 		resp.Body.Close()
 		if err != nil || n < content.BlockSize {
-			b.Fatalf("%d bytes, %v", n, err)
+			return fmt.Errorf("%d bytes, %v", n, err)
 		}
+		return nil
 	}
+	b.SetBytes(content.BlockSize)
+	b.ReportAllocs()
+	if !parallel {
+		buf := make([]byte, 0, 70000)
+		i := 0
+		for b.Loop() {
+			if err := fetch(i, buf); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+		return
+	}
+	b.SetParallelism(2)
+	var next atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		buf := make([]byte, 0, 70000)
+		for pb.Next() {
+			if err := fetch(int(next.Add(1)), buf); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
 
 // BenchmarkFetchBlock measures the full path: request, serve and encrypt,

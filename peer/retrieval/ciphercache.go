@@ -1,6 +1,7 @@
 package retrieval
 
 import (
+	"bytes"
 	"container/list"
 	"sync"
 
@@ -62,17 +63,17 @@ func (c *cipherCache) get(k cipherKey) (*cipherEntry, bool) {
 }
 
 // put stores copies of ct and iv for k, evicting the least recently used
-// entries beyond the size cap.
+// entries beyond the size cap. The copies are made outside the lock.
 func (c *cipherCache) put(k cipherKey, ct, iv []byte, plain int) {
 	if c == nil || len(ct) > c.max {
 		return
 	}
+	ent := &cipherEntry{key: k, ct: bytes.Clone(ct), iv: bytes.Clone(iv), plain: plain}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.index[k]; ok {
 		return
 	}
-	ent := &cipherEntry{key: k, ct: append([]byte(nil), ct...), iv: append([]byte(nil), iv...), plain: plain}
 	c.index[k] = c.lru.PushFront(ent)
 	c.size += len(ct)
 	for c.size > c.max {

@@ -53,6 +53,10 @@ const (
 	MsgBlkList MsgType = 4
 	// MsgBlk is MSG_BLK.
 	MsgBlk MsgType = 5
+	// MsgGetSegList is MSG_GETSEGLIST (hosted cache, v2.0; not handled).
+	MsgGetSegList MsgType = 6
+	// MsgSegList is MSG_SEGLIST (hosted cache, v2.0; not handled).
+	MsgSegList MsgType = 7
 )
 
 // String names the message type.
@@ -70,6 +74,10 @@ func (t MsgType) String() string {
 		return "MSG_BLKLIST"
 	case MsgBlk:
 		return "MSG_BLK"
+	case MsgGetSegList:
+		return "MSG_GETSEGLIST"
+	case MsgSegList:
+		return "MSG_SEGLIST"
 	default:
 		return fmt.Sprintf("MSG(%d)", uint32(t))
 	}
@@ -181,7 +189,7 @@ func (r BlockRange) Contains(i uint32) bool { return i >= r.Index && uint64(i) <
 
 // NormalizeRanges returns the ranges sorted, merged and without empty ones.
 func NormalizeRanges(rs []BlockRange) []BlockRange {
-	var out []BlockRange
+	out := make([]BlockRange, 0, len(rs))
 	for _, r := range rs {
 		if r.Count > 0 {
 			out = append(out, r)

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/redleader-p2p/redleader/internal/logtest"
@@ -254,7 +255,8 @@ func TestServerBusy(t *testing.T) {
 	seg := &info.Segments[0]
 	st := newMemStore(info, data, nil)
 	st.gate = make(chan struct{})
-	ts, srv, _ := startPeer(t, st, ServerConfig{MaxUploads: 1})
+	reg := prometheus.NewRegistry()
+	ts, srv, _ := startPeer(t, st, ServerConfig{MaxUploads: 1, Metrics: NewMetrics(reg)})
 	c := NewClient(ClientConfig{RequestTimeout: time.Minute})
 	defer c.Close()
 
@@ -285,6 +287,9 @@ func TestServerBusy(t *testing.T) {
 	}
 	if srv.Stats().Busy != 2 {
 		t.Fatalf("stats %+v", srv.Stats())
+	}
+	if got := scrapePCCRR(t, reg)[`redleader_pccrr_errors_total{reason="busy"}`]; got != 2 {
+		t.Fatalf("busy errors counted %v, want 2", got)
 	}
 }
 

@@ -65,6 +65,9 @@ type ServerConfig struct {
 	// then fails the write, the reply is cut short and the client sees a
 	// failed request (and asks another peer or the origin).
 	Pace func(ctx context.Context, w io.Writer) io.Writer
+	// Metrics receives the server's Prometheus counters; nil means
+	// unregistered ones (NewMetrics(nil)).
+	Metrics *Metrics
 	// Logger receives debug logs about dropped requests; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -94,6 +97,7 @@ type Server struct {
 	cache   *cipherCache // nil when disabled
 	pace    func(context.Context, io.Writer) io.Writer
 	bufs    sync.Pool // *[]byte response buffers
+	count   *serverCounters
 
 	blocksServed, bytesServed, notHeld, busy, malformed atomic.Uint64
 }
@@ -119,6 +123,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	s.count = newServerCounters(cfg.Metrics)
 	n := cfg.MaxUploads
 	if n <= 0 {
 		n = DefaultMaxUploads
@@ -145,8 +153,9 @@ func (s *Server) Stats() ServerStats {
 }
 
 // fail drops a request with an HTTP error and closes the connection.
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, code int, err error) {
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, code int, why reason, err error) {
 	s.malformed.Add(1)
+	s.count.errors[why].Inc()
 	s.log.Debug("pccrr request dropped", "remote", r.RemoteAddr, "status", code, "err", err)
 	w.Header().Set("Connection", "close")
 	http.Error(w, http.StatusText(code), code)
@@ -155,16 +164,19 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, code int, err erro
 // ServeHTTP answers one MS-PCCRR request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !strings.EqualFold(r.URL.Path, Path) {
-		s.fail(w, r, http.StatusNotFound, fmt.Errorf("path %q", r.URL.Path))
+		s.count.requests[reqOther].Inc()
+		s.fail(w, r, http.StatusNotFound, reasonMalformed, fmt.Errorf("path %q", r.URL.Path))
 		return
 	}
 	if r.Method != http.MethodPost {
+		s.count.requests[reqOther].Inc()
 		w.Header().Set("Allow", http.MethodPost)
-		s.fail(w, r, http.StatusMethodNotAllowed, fmt.Errorf("method %s", r.Method))
+		s.fail(w, r, http.StatusMethodNotAllowed, reasonMalformed, fmt.Errorf("method %s", r.Method))
 		return
 	}
 	if r.ContentLength > s.maxReq {
-		s.fail(w, r, http.StatusRequestEntityTooLarge, fmt.Errorf("content length %d", r.ContentLength))
+		s.count.requests[reqOther].Inc()
+		s.fail(w, r, http.StatusRequestEntityTooLarge, reasonTooLarge, fmt.Errorf("content length %d", r.ContentLength))
 		return
 	}
 	// UploadTimeout bounds reading the request, then, afresh, writing the reply
@@ -174,18 +186,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxReq))
 	writeBy := time.Now().Add(s.timeout)
 	_ = rc.SetWriteDeadline(writeBy)
+	s.count.requests[requestType(body)].Inc()
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			s.fail(w, r, http.StatusRequestEntityTooLarge, err)
+			s.fail(w, r, http.StatusRequestEntityTooLarge, reasonTooLarge, err)
 		} else {
-			s.fail(w, r, http.StatusBadRequest, err)
+			s.fail(w, r, http.StatusBadRequest, reasonMalformed, err)
 		}
 		return
 	}
 	h, err := ParseHeader(body)
 	if err != nil {
-		s.fail(w, r, http.StatusBadRequest, err)
+		s.fail(w, r, http.StatusBadRequest, reasonMalformed, err)
 		return
 	}
 	if major := h.Version.Major(); major != 1 && major != 2 {
@@ -195,7 +208,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	msg, err := ParseRequest(body)
 	if err != nil {
-		s.fail(w, r, http.StatusBadRequest, err)
+		why := reasonMalformed
+		if errors.Is(err, ErrMsgType) {
+			why = reasonUnsupported
+		}
+		s.fail(w, r, http.StatusBadRequest, why, err)
 		return
 	}
 	switch m := msg.(type) {
@@ -204,10 +221,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case *GetBlkList:
 		s.serveBlockList(w, m)
 	case *GetBlks:
-		// A paced reply waits for the limiter no longer than it may take.
-		ctx, cancel := context.WithDeadline(r.Context(), writeBy)
-		defer cancel()
-		s.serveBlock(ctx, w, m)
+		s.serveBlock(r.Context(), writeBy, w, m)
 	}
 }
 
@@ -218,6 +232,7 @@ func (s *Server) acquire() bool {
 		return true
 	default:
 		s.busy.Add(1)
+		s.count.errors[reasonBusy].Inc()
 		return false
 	}
 }
@@ -228,22 +243,22 @@ func (s *Server) reply(w http.ResponseWriter, m Message) {
 	b, err := AppendResponse(nil, m)
 	if err != nil {
 		// Only possible for oversized replies, which the server never builds.
+		s.count.errors[reasonInternal].Inc()
 		s.log.Error("pccrr reply", "err", err)
 		http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
 		return
 	}
-	s.write(w, b)
-}
-
-func (s *Server) write(w http.ResponseWriter, b []byte) {
 	s.writeTo(w, w, b)
 }
 
-// writeTo sets w's headers for reply b and writes b to out (w, or w paced).
-func (s *Server) writeTo(w http.ResponseWriter, out io.Writer, b []byte) {
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	_, _ = out.Write(b) // a failed write is the client's loss
+// writeTo sets w's headers for reply b and writes b to out (w, or w
+// paced) in one Write, with a Content-Length (no chunked encoding).
+func (s *Server) writeTo(w http.ResponseWriter, out io.Writer, b []byte) error {
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	_, err := out.Write(b)
+	return err
 }
 
 func (s *Server) serveBlockList(w http.ResponseWriter, m *GetBlkList) {
@@ -260,13 +275,22 @@ func (s *Server) serveBlockList(w http.ResponseWriter, m *GetBlkList) {
 				after = want[len(want)-1].End()
 			}
 			reply.NextBlockIndex = nextHeld(held, after)
+			if len(reply.Ranges) == 0 {
+				s.count.errors[reasonNotHeld].Inc()
+			}
+		} else {
+			s.count.errors[reasonUnknownSegment].Inc()
 		}
 	}
 	s.reply(w, reply)
 }
 
-// serveBlock answers a GETBLKS; ctx bounds the wait of a paced reply.
-func (s *Server) serveBlock(ctx context.Context, w http.ResponseWriter, m *GetBlks) {
+// serveBlock answers a GETBLKS: it reads the block straight into a pooled
+// buffer that has room for the reply around it, encrypts it in place (or
+// copies the cached ciphertext) and writes the whole reply with one Write.
+// A paced reply waits for the limiter until writeBy at most, or until ctx
+// (the request's) ends.
+func (s *Server) serveBlock(ctx context.Context, writeBy time.Time, w http.ResponseWriter, m *GetBlks) {
 	index := m.Ranges[0].Index
 	empty := &Blk{SegmentID: m.SegmentID, BlockIndex: index}
 	if !s.acquire() {
@@ -275,17 +299,23 @@ func (s *Server) serveBlock(ctx context.Context, w http.ResponseWriter, m *GetBl
 	}
 	defer s.release()
 	kp, held, ok := s.store.Segment(m.SegmentID)
+	if ok {
+		held = NormalizeRanges(held)
+	}
 	if !ok || !rangesContain(held, index) {
 		s.notHeld.Add(1)
 		if ok {
-			empty.NextBlockIndex = nextHeld(NormalizeRanges(held), uint64(index)+1)
+			s.count.errors[reasonNotHeld].Inc()
+			empty.NextBlockIndex = nextHeld(held, uint64(index)+1)
+		} else {
+			s.count.errors[reasonUnknownSegment].Inc()
 		}
 		s.reply(w, empty)
 		return
 	}
 	bp, _ := s.bufs.Get().(*[]byte)
 	if bp == nil {
-		b := make([]byte, 0, 128+content.BlockSize+aes.BlockSize)
+		b := make([]byte, 0, replyBufSize)
 		bp = &b
 	}
 	defer s.bufs.Put(bp)
@@ -294,7 +324,7 @@ func (s *Server) serveBlock(ctx context.Context, w http.ResponseWriter, m *GetBl
 		Crypto:         ServerCrypto,
 		SegmentID:      m.SegmentID,
 		BlockIndex:     index,
-		NextBlockIndex: nextHeld(NormalizeRanges(held), uint64(index)+1),
+		NextBlockIndex: nextHeld(held, uint64(index)+1),
 	}
 	buf := append((*bp)[:0], 0, 0, 0, 0) // transport header
 	buf = blk.appendPrefix(buf)
@@ -311,6 +341,7 @@ func (s *Server) serveBlock(ctx context.Context, w http.ResponseWriter, m *GetBl
 		buf, err = s.store.ReadBlock(m.SegmentID, index, buf)
 		if err != nil || len(buf) == dataAt || len(buf)-dataAt > MaxResponseSize-256 {
 			s.notHeld.Add(1)
+			s.count.errors[reasonNotHeld].Inc()
 			s.log.Debug("pccrr block not readable", "segment", m.SegmentID, "block", index, "err", err)
 			s.reply(w, empty)
 			return
@@ -320,6 +351,7 @@ func (s *Server) serveBlock(ctx context.Context, w http.ResponseWriter, m *GetBl
 		_, _ = rand.Read(blk.IV) // crypto/rand.Read never fails
 		buf, err = encryptInPlace(buf, dataAt, kp, blk.IV)
 		if err != nil {
+			s.count.errors[reasonInternal].Inc()
 			s.log.Error("pccrr encrypt", "err", err)
 			s.reply(w, empty)
 			return
@@ -331,14 +363,27 @@ func (s *Server) serveBlock(ctx context.Context, w http.ResponseWriter, m *GetBl
 	putU32(buf[0:], uint32(len(buf)-TransportHeaderSize))
 	putU32(buf[TransportHeaderSize+8:], uint32(len(buf)-TransportHeaderSize))
 	*bp = buf
+	// Counted before the write, so that a client that has the reply sees
+	// it counted; a reply cut short also counts as a "write" error.
 	s.blocksServed.Add(1)
 	s.bytesServed.Add(uint64(plain))
+	s.count.blocks.Inc()
+	s.count.bytes.Add(float64(plain))
 	var out io.Writer = w
 	if s.pace != nil {
-		out = s.pace(ctx, w)
+		// A paced reply waits for the limiter no longer than it may take.
+		pctx, cancel := context.WithDeadline(ctx, writeBy)
+		defer cancel()
+		out = s.pace(pctx, w)
 	}
-	s.writeTo(w, out, buf)
+	if err := s.writeTo(w, out, buf); err != nil {
+		s.count.errors[reasonWrite].Inc() // the client's loss
+	}
 }
+
+// replyBufSize is the capacity of a pooled reply buffer: a full block, its
+// padding and the message fields around it (with a 32-byte segment ID).
+const replyBufSize = 128 + content.BlockSize + aes.BlockSize
 
 func putU32(b []byte, v uint32) {
 	b[0], b[1], b[2], b[3] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
