@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/redleader-p2p/redleader/internal/promreg"
 )
 
 // Reasons a datagram is dropped as malformed (label "reason").
@@ -104,32 +106,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg == nil {
 		return m
 	}
-	m.ProbesSent = register(reg, m.ProbesSent)
-	m.ProbesReceived = register(reg, m.ProbesReceived)
-	m.MatchesSent = register(reg, m.MatchesSent)
-	m.MatchesReceived = register(reg, m.MatchesReceived)
-	m.MatchesIgnored = register(reg, m.MatchesIgnored)
-	m.MatchesSuppressed = register(reg, m.MatchesSuppressed)
-	m.MalformedDropped = register(reg, m.MalformedDropped)
-	m.FirstMatchLatency = register(reg, m.FirstMatchLatency)
+	m.ProbesSent = promreg.Register(reg, m.ProbesSent)
+	m.ProbesReceived = promreg.Register(reg, m.ProbesReceived)
+	m.MatchesSent = promreg.Register(reg, m.MatchesSent)
+	m.MatchesReceived = promreg.Register(reg, m.MatchesReceived)
+	m.MatchesIgnored = promreg.Register(reg, m.MatchesIgnored)
+	m.MatchesSuppressed = promreg.Register(reg, m.MatchesSuppressed)
+	m.MalformedDropped = promreg.Register(reg, m.MalformedDropped)
+	m.FirstMatchLatency = promreg.Register(reg, m.FirstMatchLatency)
 	return m
-}
-
-// register registers c with reg, returning the already registered
-// collector when there is one. Any other registration error is a
-// programming error (bad metric name) and panics, like MustRegister.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	err := reg.Register(c)
-	if err == nil {
-		return c
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	panic(err)
 }
 
 // dropped counts a datagram dropped by err (from ParseProbe/ParseProbeMatch).

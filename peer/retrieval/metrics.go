@@ -1,9 +1,9 @@
 package retrieval
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/redleader-p2p/redleader/internal/promreg"
 )
 
 // reqType is the "type" label of redleader_pccrr_requests_total: the
@@ -125,10 +125,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"reason"}),
 	}
 	if reg != nil {
-		m.Requests = register(reg, m.Requests)
-		m.BlocksServed = register(reg, m.BlocksServed)
-		m.BytesServed = register(reg, m.BytesServed)
-		m.Errors = register(reg, m.Errors)
+		m.Requests = promreg.Register(reg, m.Requests)
+		m.BlocksServed = promreg.Register(reg, m.BlocksServed)
+		m.BytesServed = promreg.Register(reg, m.BytesServed)
+		m.Errors = promreg.Register(reg, m.Errors)
 	}
 	for t := range numReqTypes {
 		m.Requests.WithLabelValues(t.String())
@@ -137,23 +137,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.Errors.WithLabelValues(r.String())
 	}
 	return m
-}
-
-// register registers c with reg, returning the already registered
-// collector when there is one. Any other registration error is a
-// programming error (bad metric name) and panics, like MustRegister.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	err := reg.Register(c)
-	if err == nil {
-		return c
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	panic(err)
 }
 
 // serverCounters are a server's counters with their labels resolved
