@@ -18,11 +18,12 @@ import (
 // leader never displaces a healthy Red Leader.
 type leaderState struct {
 	cluster     string
-	gen         uint64               // the raftNode's leadership generation it was established for
-	since       time.Time            // established at
-	checkIns    map[string]time.Time // node -> last check-in received
-	lastSeen    map[string]time.Time // configured servers -> last seen alive
-	standbySeen map[string]time.Time // standby -> first seen in the configuration
+	gen         uint64                // the raftNode's leadership generation it was established for
+	since       time.Time             // established at
+	checkIns    map[string]time.Time  // node -> last check-in received
+	inputs      map[string]rankInputs // node -> ranking inputs of its last check-in (under n.mu)
+	lastSeen    map[string]time.Time  // configured servers -> last seen alive
+	standbySeen map[string]time.Time  // standby -> first seen in the configuration
 	lastPlan    time.Time
 	// The seat's peer-port probe (probeSeat), under n.mu.
 	probing bool                 // a probe is in flight
@@ -69,7 +70,7 @@ func (n *Node) establishLeadership(r *raftNode, gen uint64) *leaderState {
 		n.log.Warn("raft leadership not established yet: barrier failed", "cluster", r.clusterID, "err", err)
 		return nil
 	}
-	ls := &leaderState{cluster: r.clusterID, gen: gen, since: time.Now(), checkIns: map[string]time.Time{},
+	ls := &leaderState{cluster: r.clusterID, gen: gen, since: time.Now(), checkIns: map[string]time.Time{}, inputs: map[string]rankInputs{},
 		lastSeen: map[string]time.Time{}, standbySeen: map[string]time.Time{}, refused: map[string]time.Time{}}
 	// A node that retired its seat just before this leader took over (the
 	// retire of a Red Leader that also led Raft, committed before its
@@ -117,7 +118,7 @@ func (n *Node) leaderTick(r *raftNode, ls *leaderState, members []Member) {
 	}
 	n.reconcileAdminMode(r, st.Admin, now)
 	n.checkSeat(r, ls, members, now)
-	n.appointBest(r, members, now)
+	n.appointBest(r, ls, members, now)
 	if n.separateRoles(r, ls, members, now) {
 		return
 	}
@@ -423,9 +424,14 @@ func (n *Node) noteRetired(node string) {
 }
 
 // appointBest applies the ranking rules and commits an appointment when
-// they call for a (new) Red Leader.
-func (n *Node) appointBest(r *raftNode, members []Member, now time.Time) {
+// they call for a (new) Red Leader. Another node's seat is ranked by the
+// inputs of its last check-in to this leader, which are fresher than its
+// gossip metadata; until that first check-in (a leader just established)
+// the seat is not re-ranked: checkSeat still vacates a seat whose holder
+// died or stopped checking in.
+func (n *Node) appointBest(r *raftNode, ls *leaderState, members []Member, now time.Time) {
 	st := r.fsm.summary()
+	seat := st.RedLeader.Node
 	n.mu.Lock()
 	for node, at := range n.retired {
 		if now.Sub(at) >= retiredFor {
@@ -433,8 +439,21 @@ func (n *Node) appointBest(r *raftNode, members []Member, now time.Time) {
 		}
 	}
 	retired := maps.Clone(n.retired)
+	in, reported := ls.inputs[seat]
+	checked := !ls.checkIns[seat].IsZero()
 	n.mu.Unlock()
-	d := Rank(st.RedLeader.Node, candidates(members, st, now, retired))
+	cands := candidates(members, st, now, retired)
+	if seat != "" && seat != n.cfg.Node {
+		if !checked {
+			return
+		}
+		for i := range cands {
+			if cands[i].Node == seat && reported { // an older agent reports none: its gossip inputs stand
+				cands[i].Priority, cands[i].Progress = in.Priority, in.Progress
+			}
+		}
+	}
+	d := Rank(seat, cands)
 	switch {
 	case d.Changed && d.Leader != "":
 		cmd := NewAppointCommand(uuid.NewString(), now, d.Leader, st.RedLeader.Epoch+1, d.Reason)

@@ -329,6 +329,35 @@ func TestRaftLeaderHandsOffWhenRedLeader(t *testing.T) {
 	})
 }
 
+// TestIncumbentRankedByCheckinInputs: the Raft leader ranks the Red
+// Leader by the inputs of its check-ins, not by its lagging gossip: a
+// member whose progress is ahead of the Red Leader's gossip, but not of
+// what the Red Leader reports, does not displace it.
+func TestIncumbentRankedByCheckinInputs(t *testing.T) {
+	t.Parallel()
+	s := newTestSim(t, 4, func(s *sim, h *simHost, c *Config) {
+		if h.i == 3 {
+			favour(s, h, c)
+		}
+	})
+	rl := s.hosts[3]
+	wait.For(t, 30*time.Second, "the favoured Red Leader", func() bool { return redLeaderAmong(s.hosts) == rl })
+	epoch := rl.node.Status().Seat.Epoch
+	// The Red Leader publishes 1,000 bytes (and checks in with them);
+	// the others' gossip still shows 0.
+	s.table.setStale(rl.id, Member{Priority: PriorityForeground, Progress: 0})
+	s.table.update(rl.id, func(m *Member) { m.Progress = 1000 })
+	time.Sleep(3 * testConfig().CheckinInterval)
+	s.table.update(s.hosts[0].id, func(m *Member) { m.Priority, m.Progress = PriorityForeground, 500 })
+	time.Sleep(5 * testConfig().CheckinInterval)
+	if got := redLeaderAmong(s.hosts); got != rl || rl.node.Status().Seat.Epoch != epoch {
+		t.Fatalf("the seat moved (epoch %d → %d): ranked by the lagging gossip", epoch, rl.node.Status().Seat.Epoch)
+	}
+	// Its check-ins say it fell behind: now it is displaced.
+	s.table.update(rl.id, func(m *Member) { m.Progress = 100 })
+	wait.For(t, 30*time.Second, "the member ahead takes the seat", func() bool { return redLeaderAmong(s.hosts) == s.hosts[0] })
+}
+
 // TestRaftLeadershipEstablishedAndRevokedOnce: the leader duties start once
 // per gain of Raft leadership and stop once per loss, on a leadership
 // transfer as on Close. A fourth node that never votes holds the Red Leader

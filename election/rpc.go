@@ -51,6 +51,17 @@ const (
 type checkinRequest struct {
 	Node  string `json:"node"`
 	Epoch uint64 `json:"epoch"`
+	// Inputs are the Red Leader's ranking inputs as it publishes them now:
+	// the Raft leader ranks the incumbent by these, not by its gossip
+	// metadata, which lags (a new Raft leader would otherwise displace it
+	// by its own fresher progress). Absent from older agents.
+	Inputs *rankInputs `json:"inputs,omitempty"`
+}
+
+// rankInputs are the ranking inputs a Red Leader reports in its check-ins.
+type rankInputs struct {
+	Priority Priority `json:"priority"`
+	Progress uint64   `json:"progress"`
 }
 
 type checkinReply struct {
@@ -192,6 +203,9 @@ func (n *Node) handleCheckin(w http.ResponseWriter, req *http.Request) {
 		n.mu.Lock()
 		if n.lead != nil {
 			n.lead.checkIns[in.Node] = time.Now()
+			if in.Inputs != nil {
+				n.lead.inputs[in.Node] = *in.Inputs
+			}
 		}
 		n.mu.Unlock()
 		if !st.RedLeader.Confirmed() {
@@ -559,10 +573,16 @@ func (n *Node) checkinLoop() {
 // reply (applyCheckinLocked).
 func (n *Node) checkin(epoch uint64) {
 	sent := time.Now()
+	req := checkinRequest{Node: n.cfg.Node, Epoch: epoch}
+	for _, m := range n.mem.Members() {
+		if m.Node == n.cfg.Node {
+			req.Inputs = &rankInputs{Priority: m.Priority, Progress: m.Progress}
+		}
+	}
 	for _, addr := range n.leaderTargets() {
 		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.CheckinInterval)
 		var out checkinReply
-		err := n.post(ctx, addr, "/rpc/checkin", checkinRequest{Node: n.cfg.Node, Epoch: epoch}, &out)
+		err := n.post(ctx, addr, "/rpc/checkin", req, &out)
 		cancel()
 		if err != nil {
 			continue

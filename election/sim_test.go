@@ -178,6 +178,7 @@ type simTable struct {
 	mu      sync.Mutex
 	members map[string]Member
 	snap    []Member
+	stale   map[string]Member // node -> the ranking inputs the others see (setStale)
 }
 
 func (t *simTable) add(m Member) {
@@ -226,7 +227,33 @@ type simView struct {
 	node string
 }
 
-func (v simView) Members() []Member { return v.t.snapshot() }
+func (v simView) Members() []Member {
+	ms := v.t.snapshot()
+	v.t.mu.Lock()
+	stale := v.t.stale
+	v.t.mu.Unlock()
+	if len(stale) == 0 {
+		return ms
+	}
+	out := slices.Clone(ms)
+	for i := range out {
+		if s, ok := stale[out[i].Node]; ok && out[i].Node != v.node {
+			out[i].Priority, out[i].Progress = s.Priority, s.Progress
+		}
+	}
+	return out
+}
+
+// setStale makes every node but node itself see node's ranking inputs as
+// in m: gossip that lags behind what node publishes.
+func (t *simTable) setStale(node string, m Member) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stale == nil {
+		t.stale = map[string]Member{}
+	}
+	t.stale[node] = m
+}
 
 func (v simView) SetHead(h Head) {
 	v.t.net.headUpdates.Add(1)

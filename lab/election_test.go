@@ -342,10 +342,11 @@ func rolesEnv(shared bool) []string {
 // and waiting for the subnet to settle again) → every survivor reports the
 // same new confirmed Red Leader, measured from the kill: p50 ≤ 2 s and max
 // ≤ 5 s. The default keeps the Red Leader off the Raft leader's machine
-// (election.separate_roles), so a second subnet runs 5 more kills with
+// (election.separate_roles), so a second subnet runs 3 more kills with
 // separate_roles off and the Red Leader arranged to lead Raft too: the kill
-// then costs a Raft election first (max ≤ 5 s). Auto marks live 8 s here,
-// so that victims become eligible again.
+// then costs a Raft election first (max ≤ 5 s). Auto marks live 3 s here,
+// and each kill waits until no agent is marked, so that the survivors are
+// all eligible, as in a subnet that is not being killed every few seconds.
 func TestLabElectionFailover(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -355,12 +356,12 @@ func TestLabElectionFailover(t *testing.T) {
 		p50        time.Duration // 0: not asserted
 	}{
 		{"default", false, 10, 2 * time.Second},
-		{"red-leader-and-raft-leader", true, 5, 0},
+		{"red-leader-and-raft-leader", true, 3, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			l := lab.New(t, lab.Options{Subnets: 1, WANRate: "off"})
-			agents, _ := formFive(t, l, append(rolesEnv(tc.raftLeader), "REDLEADER_ELECTION_NLM_TTL=8s")...)
+			agents, _ := formFive(t, l, append(rolesEnv(tc.raftLeader), "REDLEADER_ELECTION_NLM_TTL=3s")...)
 			var took []time.Duration
 			for i := range tc.kills {
 				took = append(took, killRedLeader(t, agents, i+1, tc.raftLeader))
@@ -383,6 +384,14 @@ func TestLabElectionFailover(t *testing.T) {
 // to settle again and returns the failover time.
 func killRedLeader(t *testing.T, agents []*agent, round int, raftLeader bool) time.Duration {
 	t.Helper()
+	wait.For(t, 15*time.Second, "no agent marked", func() bool {
+		for _, a := range agents {
+			if agents[0].markedIn(t, a.node) {
+				return false
+			}
+		}
+		return true
+	})
 	sts := arrange(t, agents, raftLeader)
 	if !raftLeader {
 		// The default hands Raft leadership away from the Red Leader: let
