@@ -35,6 +35,10 @@ type leaderState struct {
 	// lastHandOff is when this leader last tried to hand Raft leadership
 	// away because it holds the Red Leader seat too (separateRoles).
 	lastHandOff time.Time
+	// aheadNode has ranked more than 10% ahead of the seat's progress
+	// since aheadSince (appointBest: progress must stay ahead to displace).
+	aheadNode  string
+	aheadSince time.Time
 }
 
 // The Raft leader's duties (ranking and appointment, check-in clocks, voter
@@ -454,6 +458,9 @@ func (n *Node) appointBest(r *raftNode, ls *leaderState, members []Member, now t
 		}
 	}
 	d := Rank(seat, cands)
+	if !n.progressSettled(ls, d, now) {
+		return
+	}
 	switch {
 	case d.Changed && d.Leader != "":
 		cmd := NewAppointCommand(uuid.NewString(), now, d.Leader, st.RedLeader.Epoch+1, d.Reason)
@@ -469,6 +476,28 @@ func (n *Node) appointBest(r *raftNode, ls *leaderState, members []Member, now t
 			n.log.Warn("retire not committed", "err", err)
 		}
 	}
+}
+
+// progressSettle is how long a member must stay more than 10% ahead of
+// the Red Leader's progress before it displaces it.
+func (n *Node) progressSettle() time.Duration { return 2 * n.cfg.CheckinInterval }
+
+// progressSettled reports whether decision d may be committed now. A
+// displacement by progress must hold for progressSettle with the same
+// winner: the incumbent's progress (its last check-in) is up to a check-in
+// old while a challenger's can be fresher (this leader's own), and at the
+// start of a download both grow fast, so a moment's lead is noise. A member
+// that really holds much more (a cached copy) keeps its lead and takes the
+// seat a little later. Every other rule applies at once.
+func (n *Node) progressSettled(ls *leaderState, d Decision, now time.Time) bool {
+	if !d.Changed || d.Rule != RuleDisplaceProgress {
+		ls.aheadNode, ls.aheadSince = "", time.Time{}
+		return true
+	}
+	if ls.aheadNode != d.Leader {
+		ls.aheadNode, ls.aheadSince = d.Leader, now
+	}
+	return now.Sub(ls.aheadSince) >= n.progressSettle()
 }
 
 // notifyAppointee tells the new Red Leader at once, so it need not wait for

@@ -626,3 +626,36 @@ func TestWatchAfterClose(t *testing.T) {
 		t.Fatal("late watcher's channel open after close")
 	}
 }
+
+// TestProgressSettled: a displacement by progress is committed only once
+// the same winner has stayed ahead for progressSettle; other decisions at
+// once; a new winner or a pause in its lead starts the wait again.
+func TestProgressSettled(t *testing.T) {
+	n := &Node{cfg: Config{CheckinInterval: time.Second}}
+	t0 := time.Unix(1000, 0)
+	ahead := func(node string) Decision {
+		return Decision{Leader: node, Changed: true, Rule: RuleDisplaceProgress}
+	}
+	steps := []struct {
+		at   time.Duration
+		d    Decision
+		want bool
+	}{
+		{0, ahead("b"), false},
+		{time.Second, ahead("b"), false},
+		{2 * time.Second, ahead("b"), true},
+		{2500 * time.Millisecond, Decision{Leader: "a", Rule: RuleKeep}, true}, // the lead ends
+		{3 * time.Second, ahead("b"), false},                                   // and starts again
+		{4 * time.Second, ahead("c"), false},                                   // another winner
+		{5900 * time.Millisecond, ahead("c"), false},
+		{6 * time.Second, ahead("c"), true},
+		{6 * time.Second, Decision{Leader: "d", Changed: true, Rule: RuleDisplacePriority}, true},
+		{6 * time.Second, Decision{Leader: "d", Changed: true, Rule: RuleFresh}, true},
+	}
+	ls := &leaderState{}
+	for i, s := range steps {
+		if got := n.progressSettled(ls, s.d, t0.Add(s.at)); got != s.want {
+			t.Errorf("step %d (%v, %s %v): got %v, want %v", i, s.at, s.d.Leader, s.d.Rule, got, s.want)
+		}
+	}
+}
