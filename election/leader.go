@@ -35,9 +35,10 @@ type leaderState struct {
 	// lastHandOff is when this leader last tried to hand Raft leadership
 	// away because it holds the Red Leader seat too (separateRoles).
 	lastHandOff time.Time
-	// aheadNode has ranked more than 10% ahead of the seat's progress
-	// since aheadSince (appointBest: progress must stay ahead to displace).
+	// aheadNode has won a displacement of the seat by aheadRule since
+	// aheadSince (displacementSettled: a displacement must hold).
 	aheadNode  string
+	aheadRule  Rule
 	aheadSince time.Time
 }
 
@@ -444,11 +445,11 @@ func (n *Node) appointBest(r *raftNode, ls *leaderState, members []Member, now t
 	}
 	retired := maps.Clone(n.retired)
 	in, reported := ls.inputs[seat]
-	checked := !ls.checkIns[seat].IsZero()
+	lastCheckIn := ls.checkIns[seat]
 	n.mu.Unlock()
 	cands := candidates(members, st, now, retired)
 	if seat != "" && seat != n.cfg.Node {
-		if !checked {
+		if lastCheckIn.IsZero() {
 			return
 		}
 		for i := range cands {
@@ -458,7 +459,7 @@ func (n *Node) appointBest(r *raftNode, ls *leaderState, members []Member, now t
 		}
 	}
 	d := Rank(seat, cands)
-	if !n.progressSettled(ls, d, now) {
+	if !n.displacementSettled(ls, d, seat, lastCheckIn, now) {
 		return
 	}
 	switch {
@@ -478,26 +479,39 @@ func (n *Node) appointBest(r *raftNode, ls *leaderState, members []Member, now t
 	}
 }
 
-// progressSettle is how long a member must stay more than 10% ahead of
-// the Red Leader's progress before it displaces it.
-func (n *Node) progressSettle() time.Duration { return 2 * n.cfg.CheckinInterval }
+// displaceSettle is how long a displacement of a live Red Leader may wait
+// for its settle condition (displacementSettled) at most.
+func (n *Node) displaceSettle() time.Duration { return 2 * n.cfg.CheckinInterval }
 
-// progressSettled reports whether decision d may be committed now. A
-// displacement by progress must hold for progressSettle with the same
-// winner: the incumbent's progress (its last check-in) is up to a check-in
-// old while a challenger's can be fresher (this leader's own), and at the
-// start of a download both grow fast, so a moment's lead is noise. A member
-// that really holds much more (a cached copy) keeps its lead and takes the
-// seat a little later. Every other rule applies at once.
-func (n *Node) progressSettled(ls *leaderState, d Decision, now time.Time) bool {
-	if !d.Changed || d.Rule != RuleDisplaceProgress {
+// displacementSettled reports whether decision d may be committed now.
+// Another node's seat is ranked by its last check-in (lastCheckIn), up to
+// a check-in interval old, while a challenger's inputs can be fresher (this
+// leader's own are live): when every agent starts the same download at
+// once, the seat's job may simply not be reported yet. So a displacement
+// of another node's seat, with the same winner and rule, must hold:
+//   - by priority or version, until the seat has checked in since the
+//     displacement first ranked (its inputs are then as fresh as the
+//     challenger's), or for displaceSettle if it does not check in;
+//   - by progress, for displaceSettle even when the seat is this node: at
+//     the start of a download all progress grows fast, and a moment's lead
+//     is noise. A member that really holds much more (a cached copy) keeps
+//     its lead and takes the seat a little later.
+//
+// Every other rule (fresh choice, a seat gone or marked) applies at once.
+func (n *Node) displacementSettled(ls *leaderState, d Decision, seat string, lastCheckIn, now time.Time) bool {
+	byReport := d.Rule == RuleDisplacePriority || d.Rule == RuleDisplaceVersion
+	hold := d.Changed && (d.Rule == RuleDisplaceProgress || byReport && seat != n.cfg.Node)
+	if !hold {
 		ls.aheadNode, ls.aheadSince = "", time.Time{}
 		return true
 	}
-	if ls.aheadNode != d.Leader {
-		ls.aheadNode, ls.aheadSince = d.Leader, now
+	if ls.aheadNode != d.Leader || ls.aheadRule != d.Rule {
+		ls.aheadNode, ls.aheadRule, ls.aheadSince = d.Leader, d.Rule, now
 	}
-	return now.Sub(ls.aheadSince) >= n.progressSettle()
+	if now.Sub(ls.aheadSince) >= n.displaceSettle() {
+		return true
+	}
+	return byReport && lastCheckIn.After(ls.aheadSince)
 }
 
 // notifyAppointee tells the new Red Leader at once, so it need not wait for

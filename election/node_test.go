@@ -627,35 +627,52 @@ func TestWatchAfterClose(t *testing.T) {
 	}
 }
 
-// TestProgressSettled: a displacement by progress is committed only once
-// the same winner has stayed ahead for progressSettle; other decisions at
-// once; a new winner or a pause in its lead starts the wait again.
-func TestProgressSettled(t *testing.T) {
-	n := &Node{cfg: Config{CheckinInterval: time.Second}}
+// TestDisplacementSettled: a displacement by progress is committed only
+// once the same winner has stayed ahead for 2 check-in intervals; one by
+// priority or version of another node's seat once that seat has checked in
+// since (or after 2 intervals); other decisions at once; a new winner or a
+// pause in its lead starts the wait again.
+func TestDisplacementSettled(t *testing.T) {
+	n := &Node{cfg: Config{Node: "self", CheckinInterval: time.Second}}
 	t0 := time.Unix(1000, 0)
-	ahead := func(node string) Decision {
-		return Decision{Leader: node, Changed: true, Rule: RuleDisplaceProgress}
-	}
+	never := time.Time{}
+	by := func(node string, r Rule) Decision { return Decision{Leader: node, Changed: true, Rule: r} }
 	steps := []struct {
-		at   time.Duration
-		d    Decision
-		want bool
+		at      time.Duration
+		d       Decision
+		seat    string
+		checkIn time.Time // the seat's last check-in
+		want    bool
 	}{
-		{0, ahead("b"), false},
-		{time.Second, ahead("b"), false},
-		{2 * time.Second, ahead("b"), true},
-		{2500 * time.Millisecond, Decision{Leader: "a", Rule: RuleKeep}, true}, // the lead ends
-		{3 * time.Second, ahead("b"), false},                                   // and starts again
-		{4 * time.Second, ahead("c"), false},                                   // another winner
-		{5900 * time.Millisecond, ahead("c"), false},
-		{6 * time.Second, ahead("c"), true},
-		{6 * time.Second, Decision{Leader: "d", Changed: true, Rule: RuleDisplacePriority}, true},
-		{6 * time.Second, Decision{Leader: "d", Changed: true, Rule: RuleFresh}, true},
+		// Progress must hold for 2 check-in intervals, whoever the seat is.
+		{0, by("b", RuleDisplaceProgress), "a", never, false},
+		{time.Second, by("b", RuleDisplaceProgress), "a", t0.Add(time.Second), false}, // a check-in does not settle progress
+		{2 * time.Second, by("b", RuleDisplaceProgress), "a", never, true},
+		{2500 * time.Millisecond, Decision{Leader: "a", Rule: RuleKeep}, "a", never, true}, // the lead ends
+		{3 * time.Second, by("b", RuleDisplaceProgress), "a", never, false},                // and starts again
+		{4 * time.Second, by("c", RuleDisplaceProgress), "a", never, false},                // another winner
+		{5900 * time.Millisecond, by("c", RuleDisplaceProgress), "a", never, false},
+		{6 * time.Second, by("c", RuleDisplaceProgress), "a", never, true},
+		// Priority waits for the seat's next check-in...
+		{10 * time.Second, by("d", RuleDisplacePriority), "a", t0.Add(9 * time.Second), false},
+		{10500 * time.Millisecond, by("d", RuleDisplacePriority), "a", t0.Add(9 * time.Second), false},
+		{10900 * time.Millisecond, by("d", RuleDisplacePriority), "a", t0.Add(10800 * time.Millisecond), true},
+		// ...or 2 intervals if none comes; version likewise.
+		{20 * time.Second, by("e", RuleDisplaceVersion), "a", never, false},
+		{21 * time.Second, by("e", RuleDisplaceVersion), "a", never, false},
+		{22 * time.Second, by("e", RuleDisplaceVersion), "a", never, true},
+		// This node's seat: its own inputs are live, priority applies at once.
+		{30 * time.Second, by("f", RuleDisplacePriority), "self", never, true},
+		// but progress still holds.
+		{40 * time.Second, by("h", RuleDisplaceProgress), "self", never, false},
+		{42 * time.Second, by("h", RuleDisplaceProgress), "self", never, true},
+		// A fresh choice applies at once.
+		{30 * time.Second, by("g", RuleFresh), "", never, true},
 	}
 	ls := &leaderState{}
 	for i, s := range steps {
-		if got := n.progressSettled(ls, s.d, t0.Add(s.at)); got != s.want {
-			t.Errorf("step %d (%v, %s %v): got %v, want %v", i, s.at, s.d.Leader, s.d.Rule, got, s.want)
+		if got := n.displacementSettled(ls, s.d, s.seat, s.checkIn, t0.Add(s.at)); got != s.want {
+			t.Errorf("step %d (%v, %s by %v, seat %s): got %v, want %v", i, s.at, s.d.Leader, s.d.Rule, s.seat, got, s.want)
 		}
 	}
 }
