@@ -415,13 +415,20 @@ func (m *Manager) kickLoop() {
 // the ranking inputs and sweeps old jobs, until Close.
 func (m *Manager) loop() {
 	defer m.wg.Done()
-	flush := time.NewTicker(flushInterval)
+	period := flushInterval
+	flush := time.NewTicker(period)
 	defer flush.Stop()
 	lastSweep := time.Now()
 	m.sweep()
 	for {
 		m.schedule()
 		m.publishRank(false)
+		// An idle agent wakes only to sweep: a job's start and end kick
+		// the loop, and only a running job makes progress to flush.
+		if p := m.tickPeriod(); p != period {
+			period = p
+			flush.Reset(p)
+		}
 		select {
 		case <-m.ctx.Done():
 			return
@@ -434,6 +441,22 @@ func (m *Manager) loop() {
 			}
 		}
 	}
+}
+
+// tickPeriod is how often the loop must wake: flushInterval while a job
+// runs or has progress not yet flushed, else sweepInterval.
+func (m *Manager) tickPeriod() time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.running > 0 {
+		return flushInterval
+	}
+	for _, e := range m.jobs {
+		if e.dirty {
+			return flushInterval
+		}
+	}
+	return sweepInterval
 }
 
 // schedule starts the best queued jobs while slots are free.

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -425,5 +426,32 @@ func TestBadProgress(t *testing.T) {
 	got, _ := m.Get(j.ID)
 	if got.Bytes.Origin != 0 || got.Bytes.Peers != 0 || len(got.Audit) != 0 {
 		t.Fatalf("bad reports counted: %+v", got)
+	}
+}
+
+// TestTickPeriod: an idle manager's loop wakes only to sweep; a running
+// job, or progress not yet flushed, makes it flush every flushInterval.
+func TestTickPeriod(t *testing.T) {
+	f := newFakeRunner()
+	m := newManager(t, t.TempDir(), f, nil)
+	m.Start()
+	if got := m.tickPeriod(); got != sweepInterval {
+		t.Fatalf("idle: tick every %v, want %v", got, sweepInterval)
+	}
+	j := submit(t, m, election.PriorityNormal)
+	r := f.next(t)
+	if got := m.tickPeriod(); got != flushInterval {
+		t.Errorf("running: tick every %v, want %v", got, flushInterval)
+	}
+	r.p.SetHeld(3)
+	wait.For(t, 10*time.Second, "the progress flushed", func() bool {
+		b, err := os.ReadFile(filepath.Join(m.cfg.Dir, j.ID, recordFile))
+		return err == nil && bytes.Contains(b, []byte(`"held":3`))
+	})
+	os.WriteFile(r.w.DataPath, []byte("hel"), 0o600)
+	r.end <- runEnd{res: Result{SHA256: "abc", Size: 3}}
+	wait.For(t, 10*time.Second, "idle again", func() bool { return m.tickPeriod() == sweepInterval })
+	if got, _ := m.Get(j.ID); got.State != StateDone {
+		t.Errorf("job %+v, want done", got)
 	}
 }
