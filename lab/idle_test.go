@@ -34,8 +34,9 @@ const (
 // confirmed Red Leader), idles for 60 s; every agent stays within
 // idleRSSBudget and idleCPUBudget, without a cluster key and with one (TLS on the peer
 // port, encrypted gossip, signed beacons). Both subnets idle at the same
-// time. RLLAB_PROFILE_DIR=dir also saves a 25 s CPU profile, a heap profile
-// and the metrics of each agent (profiling inflates both figures).
+// time. RLLAB_PROFILE_DIR=dir also saves a 25 s CPU profile, then a 10 s
+// execution trace (every wakeup and its cause: go tool trace), a heap
+// profile and the metrics of each agent (profiling inflates both figures).
 func TestLabIdleFootprint(t *testing.T) {
 	if testing.Short() {
 		t.Skip("60 s measurement; skipped with -short")
@@ -74,7 +75,10 @@ func measureIdle(t *testing.T, agents []*agent) {
 	if dir := os.Getenv("RLLAB_PROFILE_DIR"); dir != "" {
 		var wg sync.WaitGroup
 		for _, a := range agents {
-			wg.Go(func() { saveCPUProfile(t, a, filepath.Join(dir, t.Name(), a.h.Name+".pprof")) })
+			wg.Go(func() {
+				saveCPUProfile(t, a, filepath.Join(dir, t.Name(), a.h.Name+".pprof"))
+				saveDebug(t, a, "/debug/pprof/trace?seconds=10", filepath.Join(dir, t.Name(), a.h.Name+".trace"))
+			})
 		}
 		defer wg.Wait()
 		defer func() {

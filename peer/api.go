@@ -25,6 +25,7 @@ func (a *Agent) apiHandler() http.Handler {
 	// Profiling: the token is needed (apiAuth).
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	a.addElectionRoutes(mux)
 	a.addContentRoutes(mux)
 	a.addJobRoutes(mux)
