@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"sync/atomic"
 	"testing"
 
@@ -17,9 +18,11 @@ import (
 // decrypting it. "encrypt-every-block" disables the cipher cache, so the
 // server reads, pads and AES-256-CBC-encrypts every block; "cipher-cache"
 // is the default server, which encrypts each block once and replays it.
-// Those two send one request at a time over one connection; the
-// "-parallel" variants send from 2×GOMAXPROCS clients at once, each on its
-// own connection, so that the server encrypts on every core.
+// Those two send one request at a time over one connection, which no
+// redleader client does: FetchSegment keeps DefaultPerPeer (4) requests in
+// flight to each peer. The "-parallel" variants are that client: 4
+// requests at once (at least GOMAXPROCS), each on its own connection, so
+// that the server encrypts on every core.
 func BenchmarkServeBlock(b *testing.B) {
 	for _, bc := range []struct {
 		name     string
@@ -77,7 +80,7 @@ func benchServe(b *testing.B, cacheBytes int, parallel bool) {
 		}
 		return
 	}
-	b.SetParallelism(2)
+	b.SetParallelism(max(1, DefaultPerPeer/runtime.GOMAXPROCS(0)))
 	var next atomic.Int64
 	b.RunParallel(func(pb *testing.PB) {
 		buf := make([]byte, 0, 70000)
