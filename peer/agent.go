@@ -386,6 +386,9 @@ func (a *Agent) enterHome(h homeAddr) error {
 		Meta:      a.encodedMeta,
 		Retention: a.cfg.MemberRetention,
 		Log:       a.log,
+		StreamRefused: func(reason string) {
+			a.stats.gossipRefused.WithLabelValues(reason).Inc()
+		},
 	})
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -24,9 +25,11 @@ import (
 // returns at once.
 
 // joinTransport is memberlist's NetTransport whose TCP streams dialed
-// during a join end when the join's context does.
+// during a join end when the join's context does, and whose inbound
+// streams are capped (gossipstreams.go).
 type joinTransport struct {
 	*memberlist.NetTransport
+	streams *streamCap
 
 	joinMu sync.Mutex // one join at a time
 
@@ -36,7 +39,8 @@ type joinTransport struct {
 
 // newJoinTransport makes the transport memberlist would make for mc (with
 // its retries for a dynamic port), and records the port it got in mc.
-func newJoinTransport(mc *memberlist.Config) (*joinTransport, error) {
+// refused (if not nil) counts the inbound streams over the caps.
+func newJoinTransport(mc *memberlist.Config, log *slog.Logger, refused func(reason string)) (*joinTransport, error) {
 	nc := &memberlist.NetTransportConfig{BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger}
 	tries := 1
 	if mc.BindPort == 0 {
@@ -58,8 +62,16 @@ func newJoinTransport(mc *memberlist.Config) (*joinTransport, error) {
 		mc.BindPort = nt.GetAutoBindPort()
 		mc.AdvertisePort = mc.BindPort
 	}
-	return &joinTransport{NetTransport: nt}, nil
+	return &joinTransport{NetTransport: nt,
+		streams: newStreamCap(nt.StreamCh(), gossipStreamsPerSource, gossipStreamsTotal, refused, log)}, nil
 }
+
+// StreamCh implements memberlist.Transport: the inbound streams within the
+// caps.
+func (t *joinTransport) StreamCh() <-chan net.Conn { return t.streams.out }
+
+// Shutdown implements memberlist.Transport.
+func (t *joinTransport) Shutdown() error { return t.streams.shutdown(t.NetTransport.Shutdown) }
 
 // DialTimeout implements memberlist.Transport.
 func (t *joinTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {

@@ -41,6 +41,9 @@ type poolConfig struct {
 	Meta      func() []byte
 	Retention time.Duration
 	Log       *slog.Logger
+	// StreamRefused (if not nil) counts inbound gossip streams closed
+	// over the caps, by reason (gossipstreams.go).
+	StreamRefused func(reason string)
 }
 
 // pool is one memberlist pool. Its member table is built from memberlist's
@@ -91,7 +94,7 @@ func newPool(cfg poolConfig) (*pool, error) {
 	mc.Delegate = (*poolDelegate)(p)
 	mc.Events = (*poolEvents)(p)
 	mc.Logger = logbridge.StdLogger(cfg.Log.With("component", "memberlist"))
-	tr, err := newJoinTransport(mc)
+	tr, err := newJoinTransport(mc, cfg.Log, cfg.StreamRefused)
 	if err != nil {
 		return nil, fmt.Errorf("start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
 	}

@@ -15,6 +15,8 @@ import (
 type agentStats struct {
 	rehomes   prometheus.Counter
 	redLeader prometheus.Gauge // 1 while this agent holds the Red Leader role
+	// gossipRefused counts inbound gossip streams closed over the caps.
+	gossipRefused *prometheus.CounterVec
 
 	mu         sync.Mutex
 	oldBeacons discovery.BeaconStats // counts of beacons closed by re-homes
@@ -28,6 +30,13 @@ func newAgentStats(a *Agent) *agentStats {
 		redLeader: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "redleader_red_leader", Help: "1 while this agent holds the Red Leader role (fencing lease included), else 0.",
 		}),
+		gossipRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "redleader_gossip_streams_refused_total",
+			Help: "Inbound TCP streams on the gossip port closed at once, over the per_source or total cap.",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{streamRefusedPerSource, streamRefusedTotal} {
+		s.gossipRefused.WithLabelValues(r)
 	}
 	beacon := func(f func(discovery.BeaconStats) uint64) func() float64 {
 		return func() float64 { return float64(f(s.beaconTotals(a))) }
@@ -37,6 +46,7 @@ func newAgentStats(a *Agent) *agentStats {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		s.rehomes,
 		s.redLeader,
+		s.gossipRefused,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "redleader_uptime_seconds", Help: "Seconds since the agent started.",
 		}, func() float64 { return time.Since(a.boot).Seconds() }),
