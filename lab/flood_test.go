@@ -53,8 +53,8 @@ var floodPayload = []byte("POST /msrdc/v1.0/pccrr HTTP/1.1\r\nHost: victim\r\nCo
 
 // TestFlood: an agent with 1024 file descriptors, on a subnet of 3 agents,
 // has its peer port held by 5,000 connection attempts from one host, then
-// from 50 hosts (100 each), and gets 10,000 junk datagrams on its gossip
-// port. During each flood its local API answers, the subnet keeps its one
+// from 50 hosts (100 each), gets 10,000 junk datagrams on its gossip
+// port, then 1,000 TCP connections to it from one host. During each flood its local API answers, the subnet keeps its one
 // Red Leader, and another agent fetches blocks from it over MS-PCCRR;
 // afterwards it holds no connection of the flood. The junk makes at most a
 // few log lines, and a later one reports how many were suppressed.
@@ -205,6 +205,40 @@ func TestFlood(t *testing.T) {
 	t.Run("one host", func(t *testing.T) { flood(t, flooders[:1], "per_source") })
 	t.Run("50 hosts", func(t *testing.T) { flood(t, flooders, "total") })
 
+	// The gossip port: memberlist serves each TCP stream for up to 10 s
+	// waiting for its first message; the agent admits 8 per source.
+	t.Run("gossip port, one host", func(t *testing.T) {
+		const perSource = 8 // peer.gossipStreamsPerSource
+		const key = `redleader_gossip_streams_refused_total{reason="per_source"}`
+		baseFDs, _ := procFDs(t, victim.p.Pid())
+		before := floodMetrics(t, victim)
+		s := startFloodSampler(agents, victim, seat)
+		defer s.finish() // on a failure
+		start := time.Now()
+		conns, dialErrs := floodConnectTo(flooders[2:3], netip.AddrPortFrom(victim.h.IP(), floodGossipPort), nil, floodAttempts/5)
+		defer closeAll(conns)
+		attempts := time.Since(start)
+		time.Sleep(time.Second) // the refused ones are closed at once
+		open := len(conns) - countClosed(conns)
+		refused := floodMetrics(t, victim)[key] - before[key]
+		closeAll(conns)
+		st := s.finish()
+		t.Logf("%d attempts in %v (%d dial errors): %d still open after 1 s, %v refused per source; victim: file descriptors %d before, at most %d during",
+			len(conns)+dialErrs, attempts.Round(time.Millisecond), dialErrs, open, refused, baseFDs, st.maxFDs)
+		if open > perSource {
+			t.Errorf("%d gossip streams of one host open, want at most %d", open, perSource)
+		}
+		if want := float64(len(conns) - perSource); refused < want {
+			t.Errorf("%v streams refused per source, want %v", refused, want)
+		}
+		if st.maxFDs > baseFDs+64 { // uncapped, memberlist would hold them all
+			t.Errorf("victim used %d descriptors during the flood, %d before", st.maxFDs, baseFDs)
+		}
+		if st.apiErrs > 0 || len(st.changed) > 0 {
+			t.Errorf("during the gossip flood: %d API errors, Red Leader changes %v", st.apiErrs, firstN(st.changed, 3))
+		}
+	})
+
 	t.Run("junk gossip suppressed count", func(t *testing.T) {
 		if junkAt.IsZero() {
 			t.Skip("the junk burst did not run")
@@ -326,7 +360,7 @@ func floodMetrics(t *testing.T, a *agent) map[string]float64 {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, "redleader_peer_port_") {
+		if !strings.HasPrefix(line, "redleader_peer_port_") && !strings.HasPrefix(line, "redleader_gossip_streams_") {
 			continue
 		}
 		i := strings.LastIndexByte(line, ' ')
@@ -381,11 +415,18 @@ func warnLines(log, component string) []string {
 // connection made. It returns the connections (open or closed by the
 // victim since) and the number of failed dials.
 func floodConnect(from []*lab.Host, ip netip.Addr, perHost int) ([]net.Conn, int) {
+	return floodConnectTo(from, netip.AddrPortFrom(ip, floodPeerPort), floodPayload, perHost)
+}
+
+// floodConnectTo dials addr perHost times from each host and writes
+// payload (if any) on each connection; it returns the connections made and
+// how many dials failed.
+func floodConnectTo(from []*lab.Host, target netip.AddrPort, payload []byte, perHost int) ([]net.Conn, int) {
 	// Every dial takes an OS thread into the host's namespace: more at once
 	// would slow the test process, not the victim.
 	const floodDialers = 100
 	workersPerHost := max(1, floodDialers/len(from))
-	addr := netip.AddrPortFrom(ip, floodPeerPort).String()
+	addr := target.String()
 	var (
 		mu    sync.Mutex
 		conns []net.Conn
@@ -408,8 +449,10 @@ func floodConnect(from []*lab.Host, ip netip.Addr, perHost int) ([]net.Conn, int
 						errs.Add(1)
 						continue
 					}
-					_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-					_, _ = c.Write(floodPayload) // a refused one may be gone already
+					if payload != nil {
+						_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+						_, _ = c.Write(payload) // a refused one may be gone already
+					}
 					mu.Lock()
 					conns = append(conns, c)
 					mu.Unlock()
