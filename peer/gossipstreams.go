@@ -49,9 +49,8 @@ type streamCap struct {
 	refused   func(reason string) // nil: not counted
 	log       *ratelog.Logger
 
-	mu       sync.Mutex
-	open     int
-	bySource map[netip.Addr]int
+	mu    sync.Mutex
+	conns connCount // under mu
 
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -59,7 +58,7 @@ type streamCap struct {
 
 func newStreamCap(in <-chan net.Conn, perSource, total int, refused func(string), log *slog.Logger) *streamCap {
 	s := &streamCap{in: in, out: make(chan net.Conn), perSource: perSource, total: total, refused: refused,
-		log: ratelog.New(log, refusalLogEvery, refusalLogBurst), bySource: map[netip.Addr]int{}, done: make(chan struct{})}
+		log: ratelog.New(log, refusalLogEvery, refusalLogBurst), done: make(chan struct{})}
 	s.wg.Add(1)
 	go s.relay()
 	return s
@@ -99,31 +98,26 @@ func (s *streamCap) admit(c net.Conn) (net.Conn, string) {
 	key := sourceKey(remoteIP(c.RemoteAddr()))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch {
-	case s.bySource[key] >= s.perSource:
+	switch s.conns.take(key, s.perSource, s.total) {
+	case overPerSource:
 		return nil, streamRefusedPerSource
-	case s.open >= s.total:
+	case overTotal:
 		return nil, streamRefusedTotal
 	}
-	s.open++
-	s.bySource[key]++
 	return &trackedConn{Conn: c, release: func() { s.release(key) }}, ""
 }
 
 func (s *streamCap) release(key netip.Addr) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.open--
-	if s.bySource[key]--; s.bySource[key] <= 0 {
-		delete(s.bySource, key)
-	}
+	s.conns.release(key)
 }
 
 // openStreams is the number of admitted streams not closed yet.
 func (s *streamCap) openStreams() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.open
+	return s.conns.open
 }
 
 // shutdown stops the relay, then runs stopListener (which may wait for the

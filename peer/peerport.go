@@ -165,9 +165,8 @@ type peerPort struct {
 	RPC  *sublisten.Listener
 	HTTP *sublisten.Listener
 
-	mu       sync.Mutex
-	open     int
-	bySource map[netip.Addr]int // open connections per source key
+	mu    sync.Mutex
+	conns connCount // under mu
 
 	// members reports the pool's member addresses (SetMembers); memberSet
 	// is its last answer, refreshed in the background when older than
@@ -202,7 +201,7 @@ func newPeerPort(ln net.Listener, tlsConf *tls.Config, log *slog.Logger, limits 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &peerPort{ln: ln, tls: tlsConf, log: log, limits: limits, bySource: map[netip.Addr]int{},
+	p := &peerPort{ln: ln, tls: tlsConf, log: log, limits: limits,
 		rlog: ratelog.New(log, refusalLogEvery, refusalLogBurst), done: make(chan struct{}),
 		Raft: newVListener(ln.Addr()), RPC: newVListener(ln.Addr()), HTTP: newVListener(ln.Addr())}
 	p.wg.Add(1)
@@ -230,7 +229,7 @@ func (p *peerPort) Stats() portStats {
 		s.Refused[i] = p.refused[i].Load()
 	}
 	p.mu.Lock()
-	s.Open = p.open
+	s.Open = p.conns.open
 	p.mu.Unlock()
 	return s
 }
@@ -313,23 +312,57 @@ func (p *peerPort) take(key netip.Addr, member bool) (refusal, bool) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	switch {
-	case p.bySource[key] >= perSource:
+	switch p.conns.take(key, perSource, total) {
+	case overPerSource:
 		return refusedPerSource, false
-	case p.open >= total:
+	case overTotal:
 		return refusedTotal, false
 	}
-	p.open++
-	p.bySource[key]++
 	return 0, true
 }
 
 func (p *peerPort) release(key netip.Addr) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.open--
-	if p.bySource[key]--; p.bySource[key] <= 0 {
-		delete(p.bySource, key)
+	p.conns.release(key)
+}
+
+// connCount counts open connections in all and by source key (sourceKey),
+// for the caps of the peer port and the gossip port. Its owner locks it.
+type connCount struct {
+	open     int
+	bySource map[netip.Addr]int
+}
+
+// Which cap a connection is over (connCount.take).
+const (
+	overNone = iota
+	overPerSource
+	overTotal
+)
+
+// take counts a connection of key, unless that source already has
+// perSource open or all sources total: it says which cap refuses it.
+func (c *connCount) take(key netip.Addr, perSource, total int) int {
+	switch {
+	case c.bySource[key] >= perSource:
+		return overPerSource
+	case c.open >= total:
+		return overTotal
+	}
+	if c.bySource == nil {
+		c.bySource = map[netip.Addr]int{}
+	}
+	c.open++
+	c.bySource[key]++
+	return overNone
+}
+
+// release uncounts a connection take counted.
+func (c *connCount) release(key netip.Addr) {
+	c.open--
+	if c.bySource[key]--; c.bySource[key] <= 0 {
+		delete(c.bySource, key)
 	}
 }
 
