@@ -2,15 +2,15 @@ package election
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"net"
-	"syscall"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/hashicorp/raft"
+
+	"github.com/redleader-p2p/redleader/internal/connrefused"
 )
 
 // leaderState is what the Raft leader keeps in memory only. A new leader
@@ -341,7 +341,7 @@ func (n *Node) probeSeat(ls *leaderState, node, addr string) {
 		if err == nil {
 			c.Close()
 		}
-		refused := errors.Is(err, syscall.ECONNREFUSED)
+		refused := connrefused.Is(err)
 		n.mu.Lock()
 		ls.probing = false
 		if refused {

@@ -11,8 +11,9 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"syscall"
 	"time"
+
+	"github.com/redleader-p2p/redleader/internal/connrefused"
 )
 
 // Endpoint paths of the local API.
@@ -228,7 +229,7 @@ func (c *Client) transportError(method, path string, err error) error {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return fmt.Errorf("%w: %s %s at %s: %w", ErrTimeout, method, path, c.addr, err)
-	case errors.Is(err, syscall.ECONNREFUSED),
+	case connrefused.Is(err),
 		errors.As(err, &op) && op.Op == "dial" && !errors.As(err, &dns):
 		return fmt.Errorf("%w at %s: %w", ErrNoAgent, c.addr, err)
 	}

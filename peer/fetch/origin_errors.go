@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/redleader-p2p/redleader/internal/connrefused"
 )
 
 // Sentinel errors of origin access. Each is wrapped with the request
@@ -128,7 +130,7 @@ func classify(err error) error {
 	case errors.As(err, &certErr), errors.As(err, &unknownCA), errors.As(err, &hostErr),
 		errors.As(err, &invalidErr), errors.As(err, &recordErr), errors.As(err, &alertErr):
 		return ErrTLS
-	case isRefused(err):
+	case connrefused.Is(err):
 		return ErrRefused
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return ErrTooShort

@@ -1,6 +1,6 @@
 //go:build windows
 
-package fetch
+package connrefused
 
 import (
 	"errors"
@@ -11,7 +11,7 @@ import (
 // refused connection (syscall.ECONNREFUSED is a made-up value there).
 const wsaeConnRefused = syscall.Errno(10061)
 
-// isRefused reports whether err is a refused TCP connection.
-func isRefused(err error) bool {
+// Is reports whether err is a refused TCP connection (WSAECONNREFUSED).
+func Is(err error) bool {
 	return errors.Is(err, wsaeConnRefused) || errors.Is(err, syscall.ECONNREFUSED)
 }
