@@ -338,6 +338,11 @@ func TestSingleFlightSubnet(t *testing.T) {
 				reasons[jobs.ReasonRedLeaderFetch] != src[jobs.SourceOrigin] {
 				t.Errorf("Red Leader: bytes by source %v, origin reasons %v", src, reasons)
 			}
+			// What its job did not take from the origin, the demand run did,
+			// and counted.
+			if d := red.flight.DemandBytes(); d.Origin+src[jobs.SourceOrigin] < int64(len(data)) {
+				t.Errorf("Red Leader: job bytes by source %v, demand downloads %+v: the origin copy is not accounted for", src, d)
+			}
 			continue
 		}
 		if src[jobs.SourceOrigin] != 0 || src[jobs.SourcePeer] < int64(len(data))*9/10 {
