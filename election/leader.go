@@ -40,6 +40,19 @@ type leaderState struct {
 	aheadNode  string
 	aheadRule  Rule
 	aheadSince time.Time
+	// grant is the last lease this leader granted (a check-in it answered
+	// with the caller's seat), under n.mu: fenceLease fences the next
+	// holder's lease against it.
+	grant grant
+}
+
+// grant is a lease granted by a check-in reply: node's seat at epoch,
+// from at (when the check-in was received; the holder counts its lease
+// from the earlier moment it sent it, so it ends by at + CheckinTimeout).
+type grant struct {
+	node  string
+	epoch uint64
+	at    time.Time
 }
 
 // The Raft leader's duties (ranking and appointment, check-in clocks, voter
@@ -293,15 +306,20 @@ func (n *Node) checkSeat(r *raftNode, ls *leaderState, members []Member, now tim
 		ls.seatHost, ls.seatClosed = host, time.Time{}
 	}
 	closed := ls.seatClosed
+	g := ls.grant
 	n.mu.Unlock()
 	start := later(ls.since, seat.AppointedAt)
+	confirmFrom := start // an appointee cannot confirm while fenceLease fences it
+	if g.node != "" && g.node != seat.Node && g.epoch < seat.Epoch {
+		confirmFrom = later(start, g.at.Add(n.cfg.CheckinTimeout))
+	}
 	var why string
 	switch {
 	case status != StatusAlive:
 		why = "Red Leader is " + status.String() + " in gossip"
 	case refused.After(later(start, last)):
 		why = "no check-in and its peer port refuses connections: the agent is not running"
-	case !seat.Confirmed() && now.Sub(start) > n.cfg.ConfirmTimeout:
+	case !seat.Confirmed() && now.Sub(confirmFrom) > n.cfg.ConfirmTimeout:
 		why = fmt.Sprintf("no confirmation within %v", n.cfg.ConfirmTimeout)
 	case seat.Confirmed() && now.Sub(later(start, last)) > n.cfg.CheckinTimeout:
 		why = fmt.Sprintf("no check-in within %v", n.cfg.CheckinTimeout)
@@ -512,6 +530,62 @@ func (n *Node) displacementSettled(ls *leaderState, d Decision, seat string, las
 		return true
 	}
 	return byReport && lastCheckIn.After(ls.aheadSince)
+}
+
+// fenceLease fences the lease a check-in of node for epoch is about to be
+// granted: the last lease this leader granted, to another node at an older
+// epoch, must have ended, or the subnet would have two Red Leaders that
+// both believe they hold the role (a displacement or an admin mark moves
+// the seat of a live holder, which learns it only from its next check-in
+// or its state). It has ended when its time is up (granted at + the
+// check-in timeout), when the old holder answered a notify naming the new
+// seat (it stops before answering), or when its peer port refuses
+// connections (no process holds it). Otherwise fenceLease returns an error
+// and the caller checks in again later.
+func (n *Node) fenceLease(ctx context.Context, node string, epoch uint64) error {
+	n.mu.Lock()
+	ls := n.lead
+	var g grant
+	if ls != nil {
+		g = ls.grant
+	}
+	n.mu.Unlock()
+	until := g.at.Add(n.cfg.CheckinTimeout)
+	if g.node == "" || g.node == node || g.epoch >= epoch || !time.Now().Before(until) {
+		return nil
+	}
+	released := func() {
+		n.mu.Lock()
+		if ls.grant == g {
+			ls.grant = grant{}
+		}
+		n.mu.Unlock()
+	}
+	if g.node == n.cfg.Node {
+		n.revoke(epoch)
+		released()
+		return nil
+	}
+	var addr string
+	for _, m := range n.mem.Members() {
+		if m.Node == g.node {
+			addr = m.RaftAddr
+		}
+	}
+	if addr != "" {
+		cctx, cancel := context.WithTimeout(ctx, min(time.Until(until), n.cfg.CheckinInterval/2))
+		err := n.post(cctx, addr, "/rpc/notify", checkinRequest{Node: node, Epoch: epoch}, nil)
+		cancel()
+		if err == nil || connrefused.Is(err) {
+			n.log.Info("previous Red Leader's lease ended", "node", g.node, "epoch", g.epoch, "next", node, "next_epoch", epoch)
+			released()
+			return nil
+		}
+	}
+	if !time.Now().Before(until) {
+		return nil
+	}
+	return fmt.Errorf("the previous Red Leader %s may hold its lease (epoch %d) for %v more", g.node, g.epoch, time.Until(until).Round(time.Millisecond))
 }
 
 // notifyAppointee tells the new Red Leader at once, so it need not wait for

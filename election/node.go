@@ -193,11 +193,15 @@ type Node struct {
 	// reply confirmed before its state caught up (claim, for at most
 	// CheckinTimeout). A notify only leaves a hint, which makes the node
 	// check in: nothing a message claims outlives the committed state.
-	seat         RedLeader // the committed seat, as last read from the state
-	claim        RedLeader // this node's seat per a check-in reply, ahead of the state
-	claimAt      time.Time
-	hintEpoch    uint64 // a notify from the Raft leader: check in for this epoch
-	hintAt       time.Time
+	seat      RedLeader // the committed seat, as last read from the state
+	claim     RedLeader // this node's seat per a check-in reply, ahead of the state
+	claimAt   time.Time
+	hintEpoch uint64 // a notify from the Raft leader: check in for this epoch
+	hintAt    time.Time
+	// revokedEpoch: the Raft leader said the seat is at this epoch with
+	// another node (a notify naming it, fenceLease): no seat of this node
+	// at this epoch or an older one is held any more.
+	revokedEpoch uint64
 	lastCheckIn  time.Time     // send time of the last successful check-in
 	checkedEpoch uint64        // the epoch lastCheckIn confirmed
 	red          redRole       // the Red Leader role as this node plays it

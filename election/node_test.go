@@ -2,10 +2,12 @@ package election
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -674,5 +676,82 @@ func TestDisplacementSettled(t *testing.T) {
 		if got := n.displacementSettled(ls, s.d, s.seat, s.checkIn, t0.Add(s.at)); got != s.want {
 			t.Errorf("step %d (%v, %s by %v, seat %s): got %v, want %v", i, s.at, s.d.Leader, s.d.Rule, s.seat, got, s.want)
 		}
+	}
+}
+
+// TestHandOverNeverTwoRedLeaders: when the seat of a live Red Leader
+// moves (a member's job of higher priority displaces it; an admin mark
+// vacates it), the old holder stops before the new one starts: at no
+// moment do two nodes act as Red Leader. Without the lease fence the old
+// holder learns of the move only at its next check-in or state update,
+// while the appointee confirms at once.
+func TestHandOverNeverTwoRedLeaders(t *testing.T) {
+	t.Parallel()
+	s := newTestSim(t, 4, nil)
+	var overlaps atomic.Int64
+	var overlapSeen atomic.Value
+	acting := func(order []*simHost) []string {
+		var on []string
+		for _, h := range order {
+			if h.node.IsRedLeader() {
+				on = append(on, h.id)
+			}
+		}
+		return on
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		rev := slices.Clone(s.hosts)
+		slices.Reverse(rev)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			// Two scans in opposite orders: a real overlap shows in both,
+			// a hand-over between two reads of one scan in one only.
+			if a := acting(s.hosts); len(a) > 1 {
+				if b := acting(rev); len(b) > 1 {
+					overlaps.Add(1)
+					overlapSeen.Store(fmt.Sprint(a, b))
+				}
+			}
+		}
+	})
+	defer func() { close(stop); wg.Wait() }()
+
+	var first *simHost
+	wait.For(t, 30*time.Second, "one agreed Red Leader", func() bool {
+		first = redLeaderAmong(s.hosts)
+		return first != nil
+	})
+	epoch := first.node.Status().Seat.Epoch
+	prio := PriorityNormal
+	cur := first
+	for round := range 3 {
+		next := s.hosts[(slices.Index(s.hosts, cur)+1)%len(s.hosts)]
+		s.table.update(next.id, func(m *Member) { m.Priority = prio })
+		wait.For(t, 30*time.Second, fmt.Sprintf("round %d: %s (priority %v) takes the seat from %s", round, next.id, prio, cur.id), func() bool {
+			return redLeaderAmong(s.hosts) == next
+		})
+		cur, prio = next, prio+1
+	}
+	// An admin mark vacates the seat of the live holder.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := s.hosts[0].node.Apply(ctx, NewMarkCommand(uuid.NewString(), time.Now(), cur.id, MarkAdmin, 0, "test hand-over")); err != nil {
+		t.Fatalf("admin mark: %v", err)
+	}
+	wait.For(t, 30*time.Second, "another node takes the seat after the mark", func() bool {
+		h := redLeaderAmong(s.hosts)
+		return h != nil && h != cur
+	})
+	if got := redLeaderAmong(s.hosts).node.Status().Seat.Epoch; got < epoch+4 {
+		t.Errorf("seat epoch %d → %d, want 4 moves at least", epoch, got)
+	}
+	if n := overlaps.Load(); n > 0 {
+		t.Errorf("%d samples with two nodes acting as Red Leader (last: %v)", n, overlapSeen.Load())
 	}
 }

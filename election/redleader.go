@@ -123,6 +123,17 @@ func (n *Node) noteHint(epoch uint64) {
 	n.kickCheckin()
 }
 
+// revoke applies the Raft leader's word that the seat is at epoch with
+// another node: a seat of this node at an older epoch is not held any
+// more, whatever check-in reply arrives late. The role stops before it
+// returns, so the leader may grant the next lease once it has the answer.
+func (n *Node) revoke(epoch uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.revokedEpoch = max(n.revokedEpoch, epoch)
+	n.updateRedLocked(time.Now())
+}
+
 // applyCheckinLocked applies the reply (seat) to a check-in for epoch sent
 // at sent. n.mu must be held.
 func (n *Node) applyCheckinLocked(epoch uint64, sent time.Time, seat RedLeader, now time.Time) {
@@ -161,7 +172,7 @@ func (n *Node) updateRedLocked(now time.Time) {
 	if n.checkedEpoch != v.Epoch {
 		last = time.Time{}
 	}
-	holds := v.Holds(n.cfg.Node, v.Epoch, last, now, n.cfg.CheckinTimeout)
+	holds := v.Epoch > n.revokedEpoch && v.Holds(n.cfg.Node, v.Epoch, last, now, n.cfg.CheckinTimeout)
 	if holds {
 		left := last.Add(n.cfg.CheckinTimeout).Sub(now)
 		if claimed {
@@ -206,6 +217,8 @@ func (n *Node) redStopReasonLocked(v RedLeader) (string, slog.Level) {
 		return "the seat moved to " + v.Node, slog.LevelInfo
 	case v.Epoch != n.red.epoch:
 		return fmt.Sprintf("the seat moved to epoch %d", v.Epoch), slog.LevelInfo
+	case v.Epoch <= n.revokedEpoch:
+		return fmt.Sprintf("the Raft leader moved the seat to epoch %d", n.revokedEpoch), slog.LevelInfo
 	case n.lastCheckIn.IsZero():
 		return "the Raft leader's check-in reply gives the seat to another node", slog.LevelInfo
 	default:

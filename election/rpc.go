@@ -29,8 +29,10 @@ import (
 //     retire of the caller's own seat. The Raft leader commits init,
 //     appointments, confirmations, auto marks and notes itself. Nothing is
 //     forwarded, so the leader sees the original caller;
-//   - /rpc/notify only from the Raft leader as this node knows it, and only
-//     as a hint: it makes the node check in, the reply sets the seat;
+//   - /rpc/notify only from the Raft leader as this node knows it: naming
+//     this node, only a hint (it makes the node check in, the reply sets
+//     the seat); naming another, it ends this node's lease (stopping is
+//     always safe);
 //   - /rpc/prepare only from the Raft leader of the cluster named (by its
 //     head; by Raft when this node is in that cluster and Raft knows its
 //     leader), and only for the best cluster in gossip (the one breakaway
@@ -200,9 +202,14 @@ func (n *Node) handleCheckin(w http.ResponseWriter, req *http.Request) {
 	}
 	st := r.fsm.summary()
 	if st.RedLeader.Node == in.Node && st.RedLeader.Epoch == in.Epoch {
+		if err := n.fenceLease(req.Context(), in.Node, in.Epoch); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		n.mu.Lock()
 		if n.lead != nil {
 			n.lead.checkIns[in.Node] = time.Now()
+			n.lead.grant = grant{node: in.Node, epoch: in.Epoch, at: time.Now()}
 			if in.Inputs != nil {
 				n.lead.inputs[in.Node] = *in.Inputs
 			}
@@ -219,12 +226,15 @@ func (n *Node) handleCheckin(w http.ResponseWriter, req *http.Request) {
 	writeRPC(w, checkinReply{Seat: st.RedLeader, Policy: st.Policy, Index: st.Index})
 }
 
-// handleNotify: the Raft leader just appointed this node. It is only a
-// hint: the node checks in for the epoch, and only the reply of the Raft
-// leader (matching the committed seat) sets its seat and starts the lease.
+// handleNotify: the Raft leader tells where the seat is. Naming this node,
+// it just appointed it: only a hint, the node checks in for the epoch, and
+// only the reply of the Raft leader (matching the committed seat) sets its
+// seat and starts the lease. Naming another node, it is about to grant
+// that node the lease (fenceLease): this node stops acting on any older
+// seat of its own before it answers.
 func (n *Node) handleNotify(w http.ResponseWriter, req *http.Request) {
 	var in checkinRequest
-	if err := json.NewDecoder(io.LimitReader(req.Body, maxRPCBody)).Decode(&in); err != nil || in.Node != n.cfg.Node {
+	if err := json.NewDecoder(io.LimitReader(req.Body, maxRPCBody)).Decode(&in); err != nil || in.Node == "" || in.Epoch == 0 {
 		http.Error(w, "bad notify", http.StatusBadRequest)
 		return
 	}
@@ -232,7 +242,11 @@ func (n *Node) handleNotify(w http.ResponseWriter, req *http.Request) {
 		n.refuse(w, req, "a notify only from the Raft leader")
 		return
 	}
-	n.noteHint(in.Epoch)
+	if in.Node == n.cfg.Node {
+		n.noteHint(in.Epoch)
+	} else {
+		n.revoke(in.Epoch)
+	}
 	writeRPC(w, struct{}{})
 }
 
