@@ -94,10 +94,23 @@ func (n *Node) establishLeadership(r *raftNode, gen uint64) *leaderState {
 	// retire of a Red Leader that also led Raft, committed before its
 	// leadership transfer went through) stays out of the ranking too.
 	var recent []Event
-	for _, e := range r.fsm.State().Events {
+	st := r.fsm.State()
+	for _, e := range st.Events {
 		if e.Kind == EventRetire && e.Node != "" && time.Since(e.Time) < retiredFor {
 			recent = append(recent, e)
 		}
+		// A seat vacated by a mark just before this leader took over: its
+		// holder's lease may still run (fenceLease, below).
+		if e.Kind == EventVacate && e.Node != "" && time.Since(e.Time) < 2*n.cfg.CheckinTimeout {
+			ls.grant = grant{node: e.Node, epoch: e.Epoch, at: ls.since}
+		}
+	}
+	// The previous leader may have granted the seat's holder a lease just
+	// before it lost leadership: it runs until ls.since + CheckinTimeout at
+	// the latest, so the next holder's lease is fenced against it as
+	// against one of this leader's.
+	if seat := st.RedLeader; seat.Node != "" {
+		ls.grant = grant{node: seat.Node, epoch: seat.Epoch, at: ls.since}
 	}
 	n.mu.Lock()
 	n.lead = ls

@@ -738,7 +738,30 @@ func TestHandOverNeverTwoRedLeaders(t *testing.T) {
 		})
 		cur, prio = next, prio+1
 	}
-	// An admin mark vacates the seat of the live holder.
+	// A new Raft leader, then at once an admin mark that vacates the seat
+	// of the live holder: the lease the previous Raft leader granted is
+	// fenced as well.
+	var raftLeader *simHost
+	wait.For(t, 30*time.Second, "a Raft leader with its duties and 3 voters", func() bool {
+		raftLeader = nil
+		for _, h := range s.hosts {
+			if h.node.leading() {
+				raftLeader = h
+			}
+		}
+		return raftLeader != nil && raftLeader.node.Status().Raft.Voters >= 3
+	})
+	if err := raftLeader.node.raftNode().raft.LeadershipTransfer().Error(); err != nil {
+		t.Fatalf("leadership transfer: %v", err)
+	}
+	wait.For(t, 30*time.Second, "another Raft leader with its duties", func() bool {
+		for _, h := range s.hosts {
+			if h != raftLeader && h.node.leading() {
+				return true
+			}
+		}
+		return false
+	})
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	if _, err := s.hosts[0].node.Apply(ctx, NewMarkCommand(uuid.NewString(), time.Now(), cur.id, MarkAdmin, 0, "test hand-over")); err != nil {
