@@ -206,11 +206,10 @@ func (n *Node) handleCheckin(w http.ResponseWriter, req *http.Request) {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		now := time.Now()
 		n.mu.Lock()
 		if n.lead != nil {
-			n.lead.checkIns[in.Node] = now
-			n.lead.grant = grant{node: in.Node, epoch: in.Epoch, at: now}
+			n.lead.checkIns[in.Node] = time.Now()
+			n.lead.grant = grant{node: in.Node, epoch: in.Epoch, at: time.Now()}
 			if in.Inputs != nil {
 				n.lead.inputs[in.Node] = *in.Inputs
 			}
