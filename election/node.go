@@ -198,10 +198,11 @@ type Node struct {
 	claimAt   time.Time
 	hintEpoch uint64 // a notify from the Raft leader: check in for this epoch
 	hintAt    time.Time
-	// revokedEpoch: the Raft leader said the seat is at this epoch with
-	// another node (a notify naming it, fenceLease): no seat of this node
-	// at this epoch or an older one is held any more.
+	// revokedEpoch: the Raft leader said, at revokedAt, that the seat is at
+	// this epoch with another node (a notify naming it, fenceLease): no
+	// seat of this node at this epoch or an older one is held (revokedLocked).
 	revokedEpoch uint64
+	revokedAt    time.Time
 	lastCheckIn  time.Time     // send time of the last successful check-in
 	checkedEpoch uint64        // the epoch lastCheckIn confirmed
 	red          redRole       // the Red Leader role as this node plays it

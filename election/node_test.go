@@ -778,3 +778,28 @@ func TestHandOverNeverTwoRedLeaders(t *testing.T) {
 		t.Errorf("%d samples with two nodes acting as Red Leader (last: %v)", n, overlapSeen.Load())
 	}
 }
+
+// TestFalseRevokeDoesNotLast: a notify naming another node at a newer
+// epoch (what fenceLease sends the old holder) stops the Red Leader at
+// once, but a false one (a host that only claims to lead the cluster may
+// send it to a member) lasts only until the node's next check-in: the
+// Raft leader says the seat is still its own, and the role resumes at the
+// same epoch.
+func TestFalseRevokeDoesNotLast(t *testing.T) {
+	t.Parallel()
+	s := newTestSim(t, 3, nil)
+	var rl *simHost
+	wait.For(t, 30*time.Second, "one agreed Red Leader", func() bool {
+		rl = redLeaderAmong(s.hosts)
+		return rl != nil
+	})
+	epoch := rl.node.Status().Seat.Epoch
+	rl.node.revoke(epoch + 1<<40)
+	if rl.node.IsRedLeader() {
+		t.Fatal("the Red Leader still acts after a revoke")
+	}
+	wait.For(t, 5*time.Second, "the role back after the next check-in", rl.node.IsRedLeader)
+	if got := rl.node.Status().Seat.Epoch; got != epoch {
+		t.Errorf("seat epoch %d → %d, want unchanged", epoch, got)
+	}
+}

@@ -125,13 +125,27 @@ func (n *Node) noteHint(epoch uint64) {
 
 // revoke applies the Raft leader's word that the seat is at epoch with
 // another node: a seat of this node at an older epoch is not held any
-// more, whatever check-in reply arrives late. The role stops before it
-// returns, so the leader may grant the next lease once it has the answer.
+// more, whatever check-in reply sent before arrives late. The role stops
+// before it returns, so the leader may grant the next lease once it has
+// the answer. Like every message, the word does not outlive the
+// committed state: it lasts CheckinTimeout (by then the lease it fences
+// has run out), and a check-in sent after it, which revoke starts at
+// once, lifts it when the Raft leader answers that the seat is still
+// this node's (a notify from a host that only claims to lead the cluster
+// costs a moment's stop, not the role).
 func (n *Node) revoke(epoch uint64) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.revokedEpoch = max(n.revokedEpoch, epoch)
-	n.updateRedLocked(time.Now())
+	now := time.Now()
+	n.revokedEpoch, n.revokedAt = max(n.revokedEpoch, epoch), now
+	n.updateRedLocked(now)
+	n.mu.Unlock()
+	n.kickCheckin()
+}
+
+// revokedLocked reports whether a revoke (above) still rules out the seat
+// view v at now. n.mu must be held.
+func (n *Node) revokedLocked(v RedLeader, now time.Time) bool {
+	return v.Epoch <= n.revokedEpoch && now.Sub(n.revokedAt) < n.cfg.CheckinTimeout
 }
 
 // applyCheckinLocked applies the reply (seat) to a check-in for epoch sent
@@ -143,6 +157,9 @@ func (n *Node) applyCheckinLocked(epoch uint64, sent time.Time, seat RedLeader, 
 	switch {
 	case seat.Node == n.cfg.Node && seat.Epoch == epoch:
 		n.lastCheckIn, n.checkedEpoch = sent, epoch
+		if sent.After(n.revokedAt) { // asked after a revoke, the leader says the seat is this node's
+			n.revokedEpoch = 0
+		}
 		if epoch > n.seat.Epoch && (n.claim.Node != seat.Node || n.claim.Epoch != epoch) {
 			n.claim, n.claimAt = RedLeader{Node: seat.Node, Epoch: epoch, AppointedAt: seat.AppointedAt,
 				ConfirmedAt: seat.ConfirmedAt, Reason: seat.Reason}, now
@@ -172,7 +189,7 @@ func (n *Node) updateRedLocked(now time.Time) {
 	if n.checkedEpoch != v.Epoch {
 		last = time.Time{}
 	}
-	holds := v.Epoch > n.revokedEpoch && v.Holds(n.cfg.Node, v.Epoch, last, now, n.cfg.CheckinTimeout)
+	holds := !n.revokedLocked(v, now) && v.Holds(n.cfg.Node, v.Epoch, last, now, n.cfg.CheckinTimeout)
 	if holds {
 		left := last.Add(n.cfg.CheckinTimeout).Sub(now)
 		if claimed {
@@ -217,7 +234,7 @@ func (n *Node) redStopReasonLocked(v RedLeader) (string, slog.Level) {
 		return "the seat moved to " + v.Node, slog.LevelInfo
 	case v.Epoch != n.red.epoch:
 		return fmt.Sprintf("the seat moved to epoch %d", v.Epoch), slog.LevelInfo
-	case v.Epoch <= n.revokedEpoch:
+	case n.revokedLocked(v, time.Now()):
 		return fmt.Sprintf("the Raft leader moved the seat to epoch %d", n.revokedEpoch), slog.LevelInfo
 	case n.lastCheckIn.IsZero():
 		return "the Raft leader's check-in reply gives the seat to another node", slog.LevelInfo

@@ -206,10 +206,11 @@ func (n *Node) handleCheckin(w http.ResponseWriter, req *http.Request) {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
+		now := time.Now()
 		n.mu.Lock()
 		if n.lead != nil {
-			n.lead.checkIns[in.Node] = time.Now()
-			n.lead.grant = grant{node: in.Node, epoch: in.Epoch, at: time.Now()}
+			n.lead.checkIns[in.Node] = now
+			n.lead.grant = grant{node: in.Node, epoch: in.Epoch, at: now}
 			if in.Inputs != nil {
 				n.lead.inputs[in.Node] = *in.Inputs
 			}
