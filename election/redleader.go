@@ -135,11 +135,15 @@ func (n *Node) noteHint(epoch uint64) {
 // costs a moment's stop, not the role).
 func (n *Node) revoke(epoch uint64) {
 	n.mu.Lock()
-	now := time.Now()
-	n.revokedEpoch, n.revokedAt = max(n.revokedEpoch, epoch), now
-	n.updateRedLocked(now)
+	n.revokeLocked(epoch, time.Now())
 	n.mu.Unlock()
 	n.kickCheckin()
+}
+
+// revokeLocked records the revoke and stops the role. n.mu must be held.
+func (n *Node) revokeLocked(epoch uint64, now time.Time) {
+	n.revokedEpoch, n.revokedAt = max(n.revokedEpoch, epoch), now
+	n.updateRedLocked(now)
 }
 
 // revokedLocked reports whether a revoke (above) still rules out the seat
