@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/redleader-p2p/redleader/internal/ratelog"
+	"github.com/redleader-p2p/redleader/internal/tick"
 )
 
 // Runtime errors.
@@ -394,13 +395,13 @@ func (n *Node) source() *FSM {
 // mainLoop runs the periodic work: bootstrap or pull as a member; leader
 // duties, breakaway and quorum checks in Raft; head publishing.
 func (n *Node) mainLoop() {
-	tick := time.NewTicker(n.tickInterval())
-	defer tick.Stop()
+	t := time.NewTimer(tick.Until(n.tickInterval(nil))) // nil: the first tick comes early
+	defer t.Stop()
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-tick.C:
+		case <-t.C:
 		case <-n.wakeMain:
 		}
 		members := n.mem.Members()
@@ -415,6 +416,7 @@ func (n *Node) mainLoop() {
 		}
 		n.life.Unlock()
 		n.publishHead()
+		t.Reset(tick.Until(n.tickInterval(r)))
 	}
 }
 
@@ -426,7 +428,18 @@ func (n *Node) wake() {
 	}
 }
 
-func (n *Node) tickInterval() time.Duration {
+// tickInterval is the main loop's period: half a check-in interval as a
+// member (it pulls the state a Red Leader change brings) and on the Raft
+// leader (leases, probes, appointments); a Raft follower only watches
+// timeouts of several seconds, so it ticks every check-in interval. The
+// ticks fall on shared instants (package tick): an idle agent wakes for
+// all its loops at once.
+func (n *Node) tickInterval(r *raftNode) time.Duration {
+	if r != nil {
+		if leading, _ := r.leadership(); !leading {
+			return max(n.cfg.CheckinInterval, 50*time.Millisecond)
+		}
+	}
 	return max(n.cfg.CheckinInterval/2, 50*time.Millisecond)
 }
 

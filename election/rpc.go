@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/redleader-p2p/redleader/internal/tick"
 )
 
 // Cluster RPC: HTTP/1.1 over the peer port's RPC channel (mutual TLS when a
@@ -563,13 +564,14 @@ func (n *Node) kickCheckin() {
 // reply carries the seat and the policy; the send time of the last
 // successful check-in starts the fencing lease.
 func (n *Node) checkinLoop() {
-	t := time.NewTicker(n.cfg.CheckinInterval)
+	t := time.NewTimer(tick.Until(n.cfg.CheckinInterval))
 	defer t.Stop()
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-t.C:
+			t.Reset(tick.Until(n.cfg.CheckinInterval))
 		case <-n.kick:
 		}
 		st := n.summary()

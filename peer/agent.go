@@ -23,6 +23,7 @@ import (
 	"github.com/redleader-p2p/redleader/config"
 	"github.com/redleader-p2p/redleader/discovery"
 	"github.com/redleader-p2p/redleader/election"
+	"github.com/redleader-p2p/redleader/internal/tick"
 )
 
 // Sentinel errors.
@@ -580,7 +581,7 @@ func (a *Agent) rejoinLoop() {
 // moves the agent to the new subnet's pool without a restart.
 func (a *Agent) rehomeLoop() {
 	live, reloaded := a.liveState()
-	t := time.NewTicker(live.RehomeInterval)
+	t := time.NewTimer(tick.Until(live.RehomeInterval))
 	defer t.Stop()
 	for {
 		select {
@@ -588,9 +589,10 @@ func (a *Agent) rehomeLoop() {
 			return
 		case <-reloaded: // rehome_interval may have changed
 			live, reloaded = a.liveState()
-			t.Reset(live.RehomeInterval)
+			t.Reset(tick.Until(live.RehomeInterval))
 			continue
 		case <-t.C:
+			t.Reset(tick.Until(live.RehomeInterval))
 		}
 		h, err := a.findHome(a.cfg.LANDiscovery.Interface)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redleader-p2p/redleader/config"
 	"github.com/redleader-p2p/redleader/election"
+	"github.com/redleader-p2p/redleader/internal/tick"
 )
 
 // electionConfig turns the config file's election section into the
@@ -61,8 +62,8 @@ func (a *Agent) startElection() error {
 	// limiter its lan_rate).
 	role, _ := n.WatchRedLeader()
 	a.goLoop(func() {
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
+		t := time.NewTimer(tick.Until(time.Second))
+		defer t.Stop()
 		for {
 			select {
 			case held, ok := <-role:
@@ -71,7 +72,8 @@ func (a *Agent) startElection() error {
 				}
 				a.stats.setRedLeader(held)
 				a.followRole(held)
-			case <-tick.C:
+			case <-t.C:
+				t.Reset(tick.Until(time.Second))
 				a.followPolicy(n.Policy())
 			}
 		}

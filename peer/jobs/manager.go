@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/redleader-p2p/redleader/election"
+	"github.com/redleader-p2p/redleader/internal/tick"
 )
 
 // Defaults of Config.
@@ -416,7 +417,7 @@ func (m *Manager) kickLoop() {
 func (m *Manager) loop() {
 	defer m.wg.Done()
 	period := flushInterval
-	flush := time.NewTicker(period)
+	flush := time.NewTimer(tick.Until(period))
 	defer flush.Stop()
 	lastSweep := time.Now()
 	m.sweep()
@@ -427,13 +428,14 @@ func (m *Manager) loop() {
 		// the loop, and only a running job makes progress to flush.
 		if p := m.tickPeriod(); p != period {
 			period = p
-			flush.Reset(p)
+			flush.Reset(tick.Until(p))
 		}
 		select {
 		case <-m.ctx.Done():
 			return
 		case <-m.kick:
 		case now := <-flush.C:
+			flush.Reset(tick.Until(period))
 			m.flush()
 			if now.Sub(lastSweep) >= sweepInterval {
 				lastSweep = now

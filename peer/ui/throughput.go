@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redleader-p2p/redleader/internal/tick"
 	"github.com/redleader-p2p/redleader/peer/api"
 )
 
@@ -48,13 +49,14 @@ func NewRecorder(read func() api.ThroughputTotals, interval time.Duration, keep 
 // sets the baseline.
 func (r *Recorder) Run(ctx context.Context) {
 	r.Sample(time.Now())
-	t := time.NewTicker(r.interval)
+	t := time.NewTimer(tick.Until(r.interval))
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			t.Reset(tick.Until(r.interval))
 			r.Sample(now)
 		}
 	}
