@@ -112,8 +112,10 @@ type Config struct {
 	Voter bool
 	Class MachineClass
 
-	// Raft timings: HeartbeatTimeout = ElectionTimeout = 1 s and
-	// LeaderLeaseTimeout = 500 ms, each times RaftMultiplier (1–10).
+	// Raft timings, each times RaftMultiplier (1–10): HeartbeatTimeout =
+	// ElectionTimeout = 3 s while a leader is known, 1 s while none is
+	// or the leader's process was found dead; LeaderLeaseTimeout = 1 s
+	// (heartbeat.go).
 	RaftMultiplier int
 
 	// SeparateRoles: a Raft leader holding the Red Leader seat too hands
@@ -611,6 +613,7 @@ func (n *Node) bootstrap(why string) {
 // raftTick: breakaway and quorum-loss checks, leader duties.
 func (n *Node) raftTick(r *raftNode, members []Member) {
 	now := time.Now()
+	n.settleHeartbeat(r, now)
 	leaderAddr, _ := r.raft.LeaderWithID()
 	n.mu.Lock()
 	if leaderAddr == "" {

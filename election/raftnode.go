@@ -40,6 +40,7 @@ type raftNode struct {
 	trans     *raft.NetworkTransport
 	layer     *streamLayer
 	notify    chan bool     // Raft's leadership notifications (Config.NotifyCh)
+	hb        *heartbeat    // the heartbeat timeout Raft runs with (heartbeat.go)
 	stopped   chan struct{} // closed by shutdown
 	stopOnce  sync.Once
 
@@ -101,6 +102,7 @@ func (n *Node) openRaft(clusterID string, bootstrap bool, carry *State) error {
 	}
 	guard := &raftGuard{Listener: n.tr.RaftListener()}
 	guard.allow = func(ip netip.Addr) bool { return n.raftPeerAllowed(guard.raft.Load(), clusterID, ip) }
+	guard.closed = n.raftConnClosed
 	guard.refused = func(remote net.Addr) {
 		n.rlog.Warn("raft-refused", "raft: connection refused: not a server of the configuration nor the leader",
 			"cluster", clusterID, "remote", remote.String())
@@ -112,14 +114,12 @@ func (n *Node) openRaft(clusterID string, bootstrap bool, carry *State) error {
 	rc := raft.DefaultConfig()
 	m := time.Duration(n.cfg.RaftMultiplier)
 	rc.LocalID = raft.ServerID(n.cfg.Node)
-	// The leader heartbeats each follower every 1/10 to 2/10 of
-	// HeartbeatTimeout: that is most of an idle agent's CPU. 1 s (a
-	// heartbeat every 100–200 ms) halves what 500 ms cost, and a Raft leader
-	// that dies is replaced in 1–2 s, within the Red Leader's lease
-	// (checkin_timeout), which no longer waits for it (separateRoles).
-	rc.HeartbeatTimeout = time.Second * m
-	rc.ElectionTimeout = time.Second * m
-	rc.LeaderLeaseTimeout = 500 * time.Millisecond * m
+	// Raft starts with the fast heartbeat timeout (no leader known yet);
+	// settleHeartbeat slows it once a leader is known (heartbeat.go).
+	hb := heartbeat{slow: raftSlowHeartbeat * m, fast: raftFastHeartbeat * m, quick: true, since: time.Now()}
+	rc.HeartbeatTimeout = hb.fast
+	rc.ElectionTimeout = hb.fast
+	rc.LeaderLeaseTimeout = raftLeaderLease * m
 	// NB: idle followers also get an AppendEntries every CommitTimeout
 	// (to learn the commit index); 50 ms (the default) made an idle leader
 	// cost ~3% of a core. Entries still go out at once, and apply's barrier
@@ -135,7 +135,7 @@ func (n *Node) openRaft(clusterID string, bootstrap bool, carry *State) error {
 	rc.NotifyCh = notify
 	fsm := NewFSM(FSMOptions{Logger: n.log})
 	rn := &raftNode{clusterID: clusterID, dir: dir, fsm: fsm, store: store, trans: trans, layer: layer, notify: notify,
-		stopped: make(chan struct{})}
+		stopped: make(chan struct{}), hb: &hb}
 
 	if bootstrap {
 		has, err := raft.HasExistingState(logs, store, snaps)
@@ -382,6 +382,7 @@ type raftGuard struct {
 	raft    atomic.Pointer[raft.Raft] // set once Raft runs
 	allow   func(netip.Addr) bool
 	refused func(net.Addr)
+	closed  func(net.Addr) // an admitted connection closed
 }
 
 // Accept returns the next admitted connection.
@@ -392,7 +393,7 @@ func (g *raftGuard) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		if g.allow(addrIP(c.RemoteAddr().String())) {
-			return c, nil
+			return &watchedConn{Conn: c, closed: g.closed}, nil
 		}
 		c.Close()
 		g.refused(c.RemoteAddr())

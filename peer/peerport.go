@@ -76,8 +76,8 @@ const (
 	// for this long, and clusterWriteTimeout one that takes no data for
 	// this long; both apply to every kind of connection, under the finer
 	// timeouts of the HTTP servers. Raft's busy connections carry traffic
-	// at least every CommitTimeout (500 ms) and heartbeat (50 ms x
-	// raft_multiplier, at most 500 ms); its pooled ones, which idle for a
+	// at least every heartbeat (at most 600 ms x raft_multiplier) and
+	// CommitTimeout (5 s); its pooled ones, which idle for a
 	// whole term, are re-dialed by the client side first (raftConn). The
 	// cluster RPC client drops idle connections after 30 s.
 	clusterIdleTimeout  = 2 * time.Minute
