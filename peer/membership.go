@@ -85,12 +85,6 @@ func newPool(cfg poolConfig) (*pool, error) {
 		mc.GossipVerifyOutgoing = true
 	}
 	mc.DeadNodeReclaimTime = 30 * time.Second // a rebooted or re-addressed node may come back at once
-	// memberlist wakes every GossipInterval to send what it has queued,
-	// even with nothing queued: 200 ms (the LAN default) was the idle
-	// agent's most frequent timer. Updates also ride on every probe and
-	// ack; 500 ms delays a metadata change (a job's priority reaching the
-	// Raft leader) by 0.25 s on average.
-	mc.GossipInterval = 500 * time.Millisecond
 	// No LZW compression of what this node sends: memberlist compresses
 	// every UDP message, each ping and ack included, with a fresh 64 KiB
 	// table, which made it the largest allocator of an idle agent (13 MB
