@@ -103,7 +103,7 @@ func (n *Node) settleHeartbeat(r *raftNode, now time.Time) {
 // process dies, the kernel closes them at once).
 func (n *Node) raftConnClosed(remote net.Addr) {
 	r := n.raftNode()
-	if r == nil || r.raft == nil || r.raft.State() != raft.Follower {
+	if r == nil || r.raft.State() != raft.Follower {
 		return
 	}
 	addr, _ := r.raft.LeaderWithID()
@@ -117,20 +117,17 @@ func (n *Node) raftConnClosed(remote net.Addr) {
 		defer r.hb.probing.Store(false)
 		// A process being killed closes its connections and its listener
 		// in no set order: a probe that lands in between is accepted by
-		// the kernel. Two more probes, 100 and 300 ms later, see through it.
-		for _, after := range []time.Duration{0, 100 * time.Millisecond, 200 * time.Millisecond} {
+		// the kernel. Probes at 0, 100 and 300 ms see through it.
+		for _, wait := range []time.Duration{0, 100 * time.Millisecond, 200 * time.Millisecond} {
 			select {
 			case <-n.ctx.Done():
 				return
-			case <-time.After(after):
+			case <-time.After(wait):
 			}
-			ctx, cancel := context.WithTimeout(n.ctx, time.Second)
-			c, err := n.tr.Dial(ctx, string(addr), false)
-			cancel()
+			err := n.probe(string(addr), false, time.Second)
 			n.log.Debug("probed the Raft leader after one of its connections closed", "leader", addr, "err", err)
 			switch {
 			case err == nil:
-				c.Close()
 			case connrefused.Is(err):
 				n.leaderGone(r, addr)
 				return

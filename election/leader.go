@@ -365,14 +365,8 @@ func (n *Node) probeSeat(ls *leaderState, node, addr string) {
 	ls.probing = true
 	n.mu.Unlock()
 	n.goLoop(func() {
-		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.CheckinInterval)
 		at := time.Now()
-		c, err := n.tr.Dial(ctx, addr, true)
-		cancel()
-		if err == nil {
-			c.Close()
-		}
-		refused := connrefused.Is(err)
+		refused := connrefused.Is(n.probe(addr, true, n.cfg.CheckinInterval))
 		n.mu.Lock()
 		ls.probing = false
 		if refused {
@@ -384,6 +378,19 @@ func (n *Node) probeSeat(ls *leaderState, node, addr string) {
 			n.wake()
 		}
 	})
+}
+
+// probe dials addr's peer port (Raft or RPC channel) and hangs up: nil if
+// something accepted the connection, else the dial's error (ECONNREFUSED:
+// no process listens there).
+func (n *Node) probe(addr string, rpc bool, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(n.ctx, timeout)
+	defer cancel()
+	c, err := n.tr.Dial(ctx, addr, rpc)
+	if err == nil {
+		c.Close()
+	}
+	return err
 }
 
 // rpcConnClosed notes that an RPC connection from remote closed. One from

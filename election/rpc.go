@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
 	"github.com/redleader-p2p/redleader/internal/tick"
 )
 
