@@ -14,6 +14,7 @@ import (
 
 	"github.com/redleader-p2p/redleader/config"
 	"github.com/redleader-p2p/redleader/internal/memtrim"
+	"github.com/redleader-p2p/redleader/internal/procs"
 	"github.com/redleader-p2p/redleader/peer"
 )
 
@@ -48,6 +49,11 @@ func agentCmd(g *globals) *cobra.Command {
 			}
 			trim := time.AfterFunc(startupTrimDelay, func() { trimStartup(log) })
 			defer trim.Stop()
+			// One P while idle, every P when busy (internal/procs).
+			govCtx, govStop := context.WithCancel(ctx)
+			govDone := make(chan struct{})
+			go func() { defer close(govDone); procs.New(procs.Config{Log: log}).Run(govCtx) }()
+			defer func() { govStop(); <-govDone }()
 			for ctx.Err() == nil {
 				select {
 				case <-hup:
