@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -82,21 +83,16 @@ func TestGovernorRun(t *testing.T) {
 	}
 	waitProcs("idle", 1)
 
-	stop := make(chan struct{})
+	var stop atomic.Bool
 	var wg sync.WaitGroup
 	for range 2 {
 		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
+			for !stop.Load() { // spin: CPU use
 			}
 		})
 	}
 	waitProcs("busy", max)
-	close(stop)
+	stop.Store(true)
 	wg.Wait()
 	waitProcs("idle again", 1)
 
