@@ -182,6 +182,12 @@ func (n *Node) refuse(w http.ResponseWriter, req *http.Request, why string) {
 // handleCheckin records a Red Leader's check-in on the Raft leader; the
 // first check-in of an epoch is the appointee's confirmation.
 func (n *Node) handleCheckin(w http.ResponseWriter, req *http.Request) {
+	// The check-in counts from its arrival, not from after the wait for a
+	// heartbeat round: its ranking inputs are as old as that (a
+	// displacement waits for inputs fresher than its own start,
+	// displacementSettled), and the lease the reply grants ends no later
+	// than arrival + CheckinTimeout (the holder counts from its send).
+	received := time.Now()
 	var in checkinRequest
 	body, err := io.ReadAll(io.LimitReader(req.Body, maxRPCBody))
 	if err != nil || json.Unmarshal(body, &in) != nil {
@@ -212,11 +218,13 @@ func (n *Node) handleCheckin(w http.ResponseWriter, req *http.Request) {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		now := time.Now()
 		n.mu.Lock()
 		if n.lead != nil {
-			n.lead.checkIns[in.Node] = now
-			n.lead.grant = grant{node: in.Node, epoch: in.Epoch, at: now}
+			// Never before this leadership's start: the grant put on record
+			// there covers a lease the previous leader may have granted.
+			at := later(received, n.lead.since)
+			n.lead.checkIns[in.Node] = at
+			n.lead.grant = grant{node: in.Node, epoch: in.Epoch, at: at}
 			if in.Inputs != nil {
 				n.lead.inputs[in.Node] = *in.Inputs
 			}
