@@ -115,22 +115,12 @@ func (a *Agent) Election() *election.Node {
 // electionView is the agent's gossip pool as the election sees it.
 type electionView struct{ a *Agent }
 
-// Members implements election.Membership. This node's own ranking inputs
-// are its live ones, not the copy its gossip pool holds: that copy changes
-// only once memberlist has taken the metadata update, which waits for the
-// previous update's broadcast (metaLoop), and the election ranks this node
-// and sends its check-ins with them (a Red Leader whose job had started
-// reported no priority and lost its seat to a node whose job started
-// 34 ms earlier).
+// Members implements election.Membership.
 func (v electionView) Members() []election.Member {
 	now := time.Now()
 	ms := v.a.Members()
-	live := v.a.metaSnapshot()
 	out := make([]election.Member, 0, len(ms))
 	for _, m := range ms {
-		if m.Node == v.a.ID() {
-			m.Meta.Priority, m.Meta.Progress = live.Priority, live.Progress
-		}
 		st := election.StatusAlive
 		switch m.Status {
 		case StatusLeft:
