@@ -610,9 +610,7 @@ func (n *Node) checkin(epoch uint64) {
 		}
 	}
 	for _, addr := range n.leaderTargets() {
-		// A renewal's reply waits for the Raft leader's next heartbeat
-		// round (up to a pace) on top of the round trip.
-		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.CheckinInterval+n.paceInterval())
+		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.CheckinInterval)
 		var out checkinReply
 		err := n.post(ctx, addr, "/rpc/checkin", req, &out)
 		cancel()
