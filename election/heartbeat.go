@@ -238,20 +238,26 @@ func (n *Node) paceLoop(r *raftNode) {
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
-		var due <-chan time.Time // nil while not leading: wait for a change
-		if leading, _ := r.leadership(); leading {
-			t.Reset(tick.Until(every))
-			due = t.C
+		t.Stop()
+		if leading, _ := r.leadership(); !leading {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-r.stopped:
+				return
+			case <-r.pace.kick:
+				continue
+			}
 		}
+		t.Reset(tick.Until(every))
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-r.stopped:
 			return
 		case <-r.pace.kick:
-			t.Stop()
 			continue
-		case <-due:
+		case <-t.C:
 		}
 		rd := r.pace.take()
 		rd.err = r.raft.VerifyLeader().Error()
