@@ -86,6 +86,12 @@ type Membership interface {
 	// Members lists every member the pool knows, this node included;
 	// departed ones with StatusDead or StatusLeft.
 	Members() []Member
+	// SelfInputs is this node's own ranking inputs as they are now. Its
+	// entry in Members may lag them (gossip takes a metadata update only
+	// after the previous one went out); a check-in reports these, so that
+	// a Red Leader whose job has just started is not displaced by a
+	// challenger whose job started a moment earlier.
+	SelfInputs() (Priority, uint64)
 	// SetHead publishes this node's head in gossip.
 	SetHead(Head)
 }

@@ -599,12 +599,8 @@ func (n *Node) checkinLoop() {
 // reply (applyCheckinLocked).
 func (n *Node) checkin(epoch uint64) {
 	sent := time.Now()
-	req := checkinRequest{Node: n.cfg.Node, Epoch: epoch}
-	for _, m := range n.mem.Members() {
-		if m.Node == n.cfg.Node {
-			req.Inputs = &rankInputs{Priority: m.Priority, Progress: m.Progress}
-		}
-	}
+	prio, progress := n.mem.SelfInputs()
+	req := checkinRequest{Node: n.cfg.Node, Epoch: epoch, Inputs: &rankInputs{Priority: prio, Progress: progress}}
 	for _, addr := range n.leaderTargets() {
 		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.CheckinInterval)
 		var out checkinReply

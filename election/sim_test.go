@@ -227,6 +227,13 @@ type simView struct {
 	node string
 }
 
+func (v simView) SelfInputs() (Priority, uint64) {
+	v.t.mu.Lock()
+	defer v.t.mu.Unlock()
+	m := v.t.members[v.node]
+	return m.Priority, m.Progress
+}
+
 func (v simView) Members() []Member {
 	ms := v.t.snapshot()
 	v.t.mu.Lock()

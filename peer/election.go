@@ -147,6 +147,14 @@ func (v electionView) Members() []election.Member {
 	return out
 }
 
+// SelfInputs implements election.Membership: this node's live metadata,
+// which its gossip pool's copy follows once memberlist has taken the
+// update (metaLoop), up to a second later.
+func (v electionView) SelfInputs() (election.Priority, uint64) {
+	m := v.a.metaSnapshot()
+	return m.Priority, m.Progress
+}
+
 // SetHead implements election.Membership.
 func (v electionView) SetHead(h election.Head) {
 	v.a.updateMeta(func(m *Meta) { m.ClusterID, m.StateIndex, m.Role = h.ClusterID, h.Index, uint8(h.Role) })

@@ -55,6 +55,13 @@ func (v tableView) Members() []election.Member {
 	return out
 }
 
+func (v tableView) SelfInputs() (election.Priority, uint64) {
+	v.t.mu.Lock()
+	defer v.t.mu.Unlock()
+	m := v.t.members[v.node]
+	return m.Priority, m.Progress
+}
+
 func (v tableView) SetHead(h election.Head) {
 	v.t.mu.Lock()
 	defer v.t.mu.Unlock()
