@@ -134,8 +134,9 @@ func (u upgradeAgent) String() string {
 // Red Leader, and keep agreeing, it alone with role=leader, over 10 s of
 // samples every 100 ms. Content pre-staged with `redleader cache add` on an
 // old agent is fetched by a new one (`redleader fetch` from the origin: the
-// file is verified and the job's audit credits every byte to the old agent,
-// none to the origin), and the reverse; afterwards all four agree again.
+// file is verified, the job's audit credits bytes to the old agent and every
+// byte to agents of the subnet, none to the origin, and the WAN carries only
+// content information), and the reverse; afterwards all four agree again.
 // SIGKILL of the Red Leader → the three survivors, of both versions, agree
 // on a new one within 10 s, never two with role=leader, and keep it.
 func TestRollingUpgrade(t *testing.T) {
@@ -216,7 +217,7 @@ func TestRollingUpgrade(t *testing.T) {
 		{"from-new.bin", mixed[3], mixed[2]},   // h4 (new) holds, h3 (old) fetches
 		{"from-old-2.bin", mixed[2], mixed[3]}, // h3 (old) holds, h4 (new) fetches
 	} {
-		serves(t, d, tc.file, tc.holder, tc.fetcher)
+		serves(t, d, tc.file, tc.holder, tc.fetcher, mixed)
 	}
 	sts, _ = waitAgree(t, agents, 10*time.Second, "old and new agents agree on one Red Leader after the fetches", nil)
 	n, overlaps := handover.finish()
@@ -325,9 +326,14 @@ func nameOf(us []upgradeAgent, node string) string {
 // serves pre-stages file on holder with holder's own `redleader cache add`
 // (content information from the origin's secret passphrase), then fetches
 // it from the origin on fetcher with fetcher's own `redleader fetch`, and
-// checks the file and the job's audit: every byte from holder, none from
-// the origin.
-func serves(t *testing.T, d *dpLab, file string, holder, fetcher upgradeAgent) {
+// checks the file, the job's audit and the WAN: the holder served the
+// fetcher over MS-PCCRR (the two run different versions), every byte came
+// from an agent of the subnet and none from the origin, and the WAN carried
+// no more than content information and headers meanwhile. Bytes may also
+// come from the Red Leader, which fetches what its members are fetching
+// (from the holder too: nothing else holds the content) and serves it; the
+// seat moves to the fetcher's job and back while this runs (rule 3).
+func serves(t *testing.T, d *dpLab, file string, holder, fetcher upgradeAgent, all []upgradeAgent) {
 	t.Helper()
 	f := d.files[file]
 	start := time.Now()
@@ -339,10 +345,12 @@ func serves(t *testing.T, d *dpLab, file string, holder, fetcher upgradeAgent) {
 
 	url := d.url(kindOrigin, file)
 	dst := filepath.Join(t.TempDir(), file)
+	wan0 := d.wan(t)
 	out, err = cliBin(t, fetcher.agent, fetcher.bin, "fetch", url, "-o", dst)
 	if err != nil {
 		t.Fatalf("%s: fetch %s (%s holds it): %v: %s", fetcher, url, holder, err, out)
 	}
+	wan := d.wan(t).Sub(wan0)
 	if sum, err := fileSHA256(dst); err != nil || sum != f.sum {
 		t.Fatalf("%s: fetched %s: sha256 %s, want %s (%v)", fetcher, file, sum, f.sum, err)
 	}
@@ -356,20 +364,37 @@ func serves(t *testing.T, d *dpLab, file string, holder, fetcher upgradeAgent) {
 	if err != nil {
 		t.Fatalf("%s: job %s: %v", fetcher, j.ID, err)
 	}
-	holderAddr := holder.h.IP().String() + ":"
-	var fromHolder int64
+	byAgent := map[string]int64{} // agent name → bytes credited to it
+	var total int64
 	var others []string
 	for _, s := range detail.Segments {
-		if s.Source == "peer" && strings.HasPrefix(s.Peer, holderAddr) {
-			fromHolder += s.Bytes
+		if u, ok := byUpgradeIP(all, s.Peer); s.Source == "peer" && ok && u.agent != fetcher.agent {
+			byAgent[u.String()] += s.Bytes
+			total += s.Bytes
 			continue
 		}
 		others = append(others, fmt.Sprintf("segment %d [%d+%d]: %d bytes from %s %s %s", s.Segment, s.Offset, s.Length, s.Bytes, s.Source, s.Peer, s.Reason))
 	}
-	if fromHolder != f.size || detail.Bytes.Origin != 0 || len(others) > 0 {
-		t.Fatalf("%s fetched %s (%s): %d bytes credited to %s, want all %d; bytes %+v; other sources:\n%s",
-			fetcher, file, j.State, fromHolder, holder, f.size, detail.Bytes, strings.Join(others, "\n"))
+	if byAgent[holder.String()] == 0 || total != f.size || detail.Bytes.Origin != 0 || len(others) > 0 {
+		t.Fatalf("%s fetched %s (%s): want all %d bytes from agents of the subnet, some from %s: got %v; bytes %+v; other sources:\n%s",
+			fetcher, file, j.State, f.size, holder, byAgent, detail.Bytes, strings.Join(others, "\n"))
 	}
-	t.Logf("%s served %s to %s: all %s from %s over MS-PCCRR (audit of job %s: %d records), file verified, in %v",
-		holder, file, fetcher, mib(f.size), holder.h.IP(), j.ID, len(detail.Segments), time.Since(start).Round(time.Millisecond))
+	// Content information for 33 MiB is ~40 KiB; a copy of the file over
+	// the WAN (the fetcher's or the Red Leader's) is not.
+	if limit := f.size / 16; wan.Down > limit {
+		t.Fatalf("%s fetched %s from the subnet, but the WAN carried %s towards the subnet meanwhile (want ≤ %s: content information and headers)",
+			fetcher, file, mib(wan.Down), mib(limit))
+	}
+	t.Logf("%s served %s to %s over MS-PCCRR: bytes by source %v (audit of job %s: %d records), file verified, WAN %d bytes down, in %v",
+		holder, file, fetcher, byAgent, j.ID, len(detail.Segments), wan.Down, time.Since(start).Round(time.Millisecond))
+}
+
+// byUpgradeIP is the agent whose host has the IP of addr ("ip:port").
+func byUpgradeIP(us []upgradeAgent, addr string) (upgradeAgent, bool) {
+	for _, u := range us {
+		if strings.HasPrefix(addr, u.h.IP().String()+":") {
+			return u, true
+		}
+	}
+	return upgradeAgent{}, false
 }
