@@ -243,8 +243,8 @@ type Election struct {
 	RaftMultiplier int `mapstructure:"raft_multiplier" yaml:"raft_multiplier"`
 	// CheckinInterval is how often the Red Leader checks in with the Raft
 	// leader. Shorter: a late check-in is noticed sooner, but every agent
-	// pays for it while idle (each check-in is an RPC plus a Raft
-	// heartbeat round). A Red Leader whose process dies is noticed at once
+	// pays for it while idle (each check-in is an RPC; its reply waits
+	// for the Raft leader's next heartbeat round, at most half of this). A Red Leader whose process dies is noticed at once
 	// anyway: its check-in connection closes and its port refuses the
 	// Raft leader's probe.
 	CheckinInterval time.Duration `mapstructure:"checkin_interval" yaml:"checkin_interval"`

@@ -12,19 +12,21 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/redleader-p2p/redleader/internal/connrefused"
+	"github.com/redleader-p2p/redleader/internal/tick"
 )
 
-// Raft heartbeats: slow while a leader lives, fast while there is none.
+// Raft heartbeats: slow while a leader lives, fast while there is none,
+// and on the leader, one round for every follower at once.
 //
-// hashicorp/raft's leader heartbeats every follower every 1/10 to 1/5 of
-// HeartbeatTimeout, and those round trips are most of an idle subnet's
-// CPU (issue #12). A follower calls an election once it has heard nothing
-// for HeartbeatTimeout, which is therefore also how long a dead leader
-// goes unnoticed. The two are separated:
+// hashicorp/raft's leader heartbeats each follower on its own timer, every
+// 1/10 to 1/5 of HeartbeatTimeout, and those round trips are most of an
+// idle subnet's CPU (issue #12). A follower calls an election once it has
+// heard nothing for HeartbeatTimeout, which is therefore also how long a
+// dead leader goes unnoticed. So:
 //
-//   - With a leader, HeartbeatTimeout is raftSlowHeartbeat (3 s): a
-//     heartbeat every 300–600 ms. A leader that vanishes silently (power
-//     cut, cable) is replaced in 3–6 s.
+//   - On a follower with a leader, HeartbeatTimeout is raftSlowHeartbeat
+//     (3 s). A leader that vanishes silently (power cut, cable) is
+//     replaced in 3–6 s.
 //   - A leader whose process dies is noticed at once: its Raft connections
 //     to the followers close, and a follower that sees one from its leader
 //     close probes the leader's peer port. Refused means no process
@@ -34,39 +36,56 @@ import (
 //   - With no leader known (start, re-bootstrap, a probe that found the
 //     leader gone), the fast timeout stays until a leader is known again,
 //     then the slow one comes back (settleHeartbeat, from the main loop).
+//   - The leader paces its own heartbeats (pacer): every pace (500 ms, on
+//     the shared tick its main loop wakes on anyway) one VerifyLeader, which
+//     heartbeats every follower at once; the Red Leader's check-ins wait for
+//     the next round instead of forcing one each. Its own HeartbeatTimeout
+//     is raftLeaderHeartbeat (4 s): Raft's per-follower timers (400–800 ms)
+//     then only fire when a round is late. Two rounds a second instead of
+//     about five unsynchronised heartbeats per follower.
 //
 // LeaderLeaseTimeout (a leader steps down after that long without a
-// quorum) must stay longer than the slow heartbeat's longest gap (600 ms)
-// and no longer than the fast timeout, which Raft checks.
+// quorum) must stay longer than the longest gap between heartbeats (the
+// pace, or 800 ms if rounds stop) and no longer than the fast timeout,
+// which Raft checks.
 const (
-	raftSlowHeartbeat = 3 * time.Second
-	raftFastHeartbeat = time.Second
-	raftLeaderLease   = time.Second
+	raftSlowHeartbeat   = 3 * time.Second
+	raftFastHeartbeat   = time.Second
+	raftLeaderHeartbeat = 4 * time.Second
+	raftLeaderLease     = time.Second
 )
 
 // heartbeat tracks which timeout Raft runs with.
 type heartbeat struct {
-	slow, fast time.Duration
-	probing    atomic.Bool // one probe of the leader at a time
+	slow, fast, lead time.Duration
+	probing          atomic.Bool // one probe of the leader at a time
 
 	mu    sync.Mutex
-	quick bool               // Raft runs with the fast timeout
+	cur   time.Duration      // the timeout Raft runs with
+	quick bool               // a follower waiting for a new leader: fast timeout
 	gone  raft.ServerAddress // the leader found dead ("" at start)
 	since time.Time          // when quick was set
 }
 
-// setTimeout reloads Raft's heartbeat and election timeouts.
+// setTimeout reloads Raft's heartbeat and election timeouts, under hb.mu.
 func (r *raftNode) setTimeout(d time.Duration) error {
+	if d == r.hb.cur {
+		return nil
+	}
 	rc := r.raft.ReloadableConfig()
 	rc.HeartbeatTimeout, rc.ElectionTimeout = d, d
-	return r.raft.ReloadConfig(rc)
+	if err := r.raft.ReloadConfig(rc); err != nil {
+		return err
+	}
+	r.hb.cur = d
+	return nil
 }
 
 // leaderGone switches Raft to the fast timeout: the leader at addr died.
 func (n *Node) leaderGone(r *raftNode, addr raft.ServerAddress) {
 	r.hb.mu.Lock()
 	defer r.hb.mu.Unlock()
-	if r.hb.quick {
+	if r.hb.quick || r.raft.State() == raft.Leader {
 		return
 	}
 	if err := r.setTimeout(r.hb.fast); err != nil {
@@ -77,21 +96,24 @@ func (n *Node) leaderGone(r *raftNode, addr raft.ServerAddress) {
 	n.log.Info("the Raft leader's peer port refuses connections: calling an election", "leader", addr)
 }
 
-// settleHeartbeat puts the slow timeout back once a leader other than the
-// one found dead is known. A leader that is back at the same address (a
-// restart) counts after the slow timeout has passed.
+// settleHeartbeat sets the timeout Raft should run with now: the leader's
+// while leading; on a follower, the slow one once a leader other than the
+// one found dead is known (a leader back at the same address, a restart,
+// counts after the slow timeout has passed), the fast one until then.
 func (n *Node) settleHeartbeat(r *raftNode, now time.Time) {
 	r.hb.mu.Lock()
 	defer r.hb.mu.Unlock()
-	if !r.hb.quick {
-		return
+	want := r.hb.slow
+	if leading, _ := r.leadership(); leading {
+		want, r.hb.quick, r.hb.gone = r.hb.lead, false, ""
+	} else if r.hb.quick {
+		addr, _ := r.raft.LeaderWithID()
+		if addr == "" || (addr == r.hb.gone && now.Sub(r.hb.since) < r.hb.slow) {
+			return
+		}
 	}
-	addr, _ := r.raft.LeaderWithID()
-	if addr == "" || (addr == r.hb.gone && now.Sub(r.hb.since) < r.hb.slow) {
-		return
-	}
-	if err := r.setTimeout(r.hb.slow); err != nil {
-		n.log.Warn("cannot restore the Raft heartbeat timeout", "err", err)
+	if err := r.setTimeout(want); err != nil {
+		n.log.Warn("cannot set the Raft heartbeat timeout", "timeout", want, "err", err)
 		return
 	}
 	r.hb.quick, r.hb.gone = false, ""
@@ -149,4 +171,117 @@ type watchedConn struct {
 func (c *watchedConn) Close() error {
 	c.once.Do(func() { c.closed(c.RemoteAddr()) })
 	return c.Conn.Close()
+}
+
+// pacer batches the Raft leader's heartbeats into rounds: one VerifyLeader
+// (a heartbeat to every follower at once, answered when a quorum has
+// acknowledged this leader) per pace, on the shared tick. A check-in that
+// must know this node still leads waits for the next round to finish: a
+// round that starts after the request arrived proves as much as a
+// VerifyLeader of its own would.
+type pacer struct {
+	mu   sync.Mutex
+	next *round // the round a caller arriving now waits for
+	kick chan struct{}
+}
+
+// round is one verification; done closes when err is set.
+type round struct {
+	done chan struct{}
+	err  error
+}
+
+func newPacer() *pacer { return &pacer{kick: make(chan struct{}, 1)} }
+
+// join returns the round that starts at the next pace.
+func (p *pacer) join() *round {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.next == nil {
+		p.next = &round{done: make(chan struct{})}
+	}
+	return p.next
+}
+
+// take hands the next round to the pace loop (a fresh one if nobody waits:
+// the round is the heartbeat too).
+func (p *pacer) take() *round {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rd := p.next
+	p.next = nil
+	if rd == nil {
+		rd = &round{done: make(chan struct{})}
+	}
+	return rd
+}
+
+// leadershipChanged wakes the pace loop (setLeading).
+func (p *pacer) leadershipChanged() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// paceInterval is the leader's heartbeat round period: half the lease, so
+// one late round never costs the leadership, and no more than half a
+// check-in interval, so a check-in's reply never waits longer than the
+// Red Leader waits for it.
+func (n *Node) paceInterval() time.Duration {
+	return max(min(raftLeaderLease*time.Duration(n.cfg.RaftMultiplier), n.cfg.CheckinInterval)/2, 10*time.Millisecond)
+}
+
+// paceLoop runs the rounds while r leads; it sleeps while r does not.
+func (n *Node) paceLoop(r *raftNode) {
+	every := n.paceInterval()
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		t.Stop()
+		if leading, _ := r.leadership(); !leading {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-r.stopped:
+				return
+			case <-r.pace.kick:
+				continue
+			}
+		}
+		t.Reset(tick.Until(every))
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-r.stopped:
+			return
+		case <-r.pace.kick:
+			continue
+		case <-t.C:
+		}
+		rd := r.pace.take()
+		rd.err = r.raft.VerifyLeader().Error()
+		close(rd.done)
+	}
+}
+
+// verifyLeader returns nil once a heartbeat round that started after the
+// call has found this node still leading Raft: the next paced round, or,
+// for a caller that cannot wait (urgent) or if no round has answered
+// within 1.5 paces, a VerifyLeader of its own.
+func (n *Node) verifyLeader(ctx context.Context, r *raftNode, urgent bool) error {
+	if urgent {
+		return r.raft.VerifyLeader().Error()
+	}
+	rd := r.pace.join()
+	t := time.NewTimer(n.paceInterval() * 3 / 2)
+	defer t.Stop()
+	select {
+	case <-rd.done:
+		return rd.err
+	case <-t.C:
+		return r.raft.VerifyLeader().Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

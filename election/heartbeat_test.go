@@ -17,6 +17,15 @@ func heartbeatState(r *raftNode) (timeout time.Duration, quick bool, gone string
 	return r.raft.ReloadableConfig().HeartbeatTimeout, r.hb.quick, string(r.hb.gone)
 }
 
+// settledTimeout is the timeout h runs with once a leader is known: the
+// leader's own, or the followers' slow one.
+func settledTimeout(h *simHost) time.Duration {
+	if h.node.leading() {
+		return raftLeaderHeartbeat
+	}
+	return raftSlowHeartbeat
+}
+
 func voters(r *raftNode) int {
 	n := 0
 	for _, srv := range r.configuration().Servers {
@@ -28,7 +37,7 @@ func voters(r *raftNode) int {
 }
 
 // TestDeadRaftLeaderNoticedAtOnce: a settled cluster runs the slow
-// heartbeat timeout. When the Raft leader's process dies (its connections
+// heartbeat timeout (its leader, the leader's). When the Raft leader's process dies (its connections
 // close and its port refuses), the followers switch to the fast timeout
 // and elect a new leader, then go back to the slow one; when it is only
 // cut off (its connections close, its port does not refuse), they keep the
@@ -53,7 +62,7 @@ func TestDeadRaftLeaderNoticedAtOnce(t *testing.T) {
 					if r == nil {
 						return false
 					}
-					if d, _, _ := heartbeatState(r); d != raftSlowHeartbeat {
+					if d, _, _ := heartbeatState(r); d != settledTimeout(h) {
 						return false
 					}
 					if h.node.leading() {
@@ -104,7 +113,7 @@ func TestDeadRaftLeaderNoticedAtOnce(t *testing.T) {
 				lead := false
 				for _, h := range others {
 					lead = lead || h.node.leading()
-					if d, quick, _ := heartbeatState(h.node.raftNode()); quick || d != raftSlowHeartbeat {
+					if d, quick, _ := heartbeatState(h.node.raftNode()); quick || d != settledTimeout(h) {
 						return false
 					}
 				}
@@ -112,4 +121,85 @@ func TestDeadRaftLeaderNoticedAtOnce(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestPacerRounds: a caller waits for the round that starts after it
+// joined; the pace loop takes a fresh round when nobody waits.
+func TestPacerRounds(t *testing.T) {
+	p := newPacer()
+	a := p.join()
+	if b := p.join(); b != a {
+		t.Fatal("two callers before a round started wait for different rounds")
+	}
+	if got := p.take(); got != a {
+		t.Fatal("the pace loop did not take the round its callers wait for")
+	}
+	c := p.join()
+	if c == a {
+		t.Fatal("a caller that joined after the round started waits for it")
+	}
+	if got := p.take(); got != c {
+		t.Fatal("the next round is not the one the late caller waits for")
+	}
+	if d := p.take(); d == nil || d == c {
+		t.Fatal("a round nobody waits for is not a fresh one")
+	}
+}
+
+// TestPacedVerify: on the Raft leader, a renewal's verification is
+// answered by a paced round within a pace or so, and the followers hear
+// from the leader well within its lease; on a follower, verification
+// fails.
+func TestPacedVerify(t *testing.T) {
+	t.Parallel()
+	s := newTestSim(t, 3, nil)
+	var leader *simHost
+	wait.For(t, 30*time.Second, "a settled cluster of 3 voters", func() bool {
+		leader = nil
+		for _, h := range s.hosts {
+			if r := h.node.raftNode(); r == nil || heartbeatTimeout(r) != settledTimeout(h) {
+				return false
+			}
+			if h.node.leading() {
+				leader = h
+			}
+		}
+		return leader != nil && voters(leader.node.raftNode()) == 3
+	})
+	n, r := leader.node, leader.node.raftNode()
+	for range 5 {
+		start := time.Now()
+		if err := n.verifyLeader(t.Context(), r, false); err != nil {
+			t.Fatalf("leader's paced verification: %v", err)
+		}
+		if d := time.Since(start); d > 3*n.paceInterval() {
+			t.Errorf("paced verification took %v, pace %v", d, n.paceInterval())
+		}
+	}
+	if err := n.verifyLeader(t.Context(), r, true); err != nil {
+		t.Fatalf("leader's urgent verification: %v", err)
+	}
+	for _, h := range s.hosts {
+		if h == leader {
+			continue
+		}
+		if err := h.node.verifyLeader(t.Context(), h.node.raftNode(), false); err == nil {
+			t.Errorf("%s: a follower verified its leadership", h.id)
+		}
+		// Every follower hears from the leader well within the lease: the
+		// leader's own timeout is long, the rounds carry its heartbeats.
+		worst := time.Duration(0)
+		for range 20 {
+			time.Sleep(50 * time.Millisecond)
+			worst = max(worst, time.Since(h.node.raftNode().raft.LastContact()))
+		}
+		if worst > raftLeaderLease {
+			t.Errorf("%s: %v without a heartbeat, pace %v, lease %v", h.id, worst, n.paceInterval(), raftLeaderLease)
+		}
+	}
+}
+
+func heartbeatTimeout(r *raftNode) time.Duration {
+	d, _, _ := heartbeatState(r)
+	return d
 }

@@ -119,9 +119,10 @@ type Config struct {
 	Class MachineClass
 
 	// Raft timings, each times RaftMultiplier (1–10): HeartbeatTimeout =
-	// ElectionTimeout = 3 s while a leader is known, 1 s while none is
-	// or the leader's process was found dead; LeaderLeaseTimeout = 1 s
-	// (heartbeat.go).
+	// ElectionTimeout = 3 s on a follower while a leader is known, 1 s
+	// while none is or the leader's process was found dead, 4 s on the
+	// leader (its heartbeat rounds every 500 ms carry its heartbeats);
+	// LeaderLeaseTimeout = 1 s (heartbeat.go).
 	RaftMultiplier int
 
 	// SeparateRoles: a Raft leader holding the Red Leader seat too hands

@@ -41,6 +41,7 @@ type raftNode struct {
 	layer     *streamLayer
 	notify    chan bool     // Raft's leadership notifications (Config.NotifyCh)
 	hb        *heartbeat    // the heartbeat timeout Raft runs with (heartbeat.go)
+	pace      *pacer        // the leader's heartbeat rounds (heartbeat.go)
 	stopped   chan struct{} // closed by shutdown
 	stopOnce  sync.Once
 
@@ -65,6 +66,7 @@ func (r *raftNode) setLeading(v bool) {
 		r.gen++
 	}
 	r.leading = v
+	r.pace.leadershipChanged()
 }
 
 // openRaft starts Raft for clusterID in DataDir/raft/<clusterID>. With
@@ -116,7 +118,8 @@ func (n *Node) openRaft(clusterID string, bootstrap bool, carry *State) error {
 	rc.LocalID = raft.ServerID(n.cfg.Node)
 	// Raft starts with the fast heartbeat timeout (no leader known yet);
 	// settleHeartbeat slows it once a leader is known (heartbeat.go).
-	hb := heartbeat{slow: raftSlowHeartbeat * m, fast: raftFastHeartbeat * m, quick: true, since: time.Now()}
+	hb := heartbeat{slow: raftSlowHeartbeat * m, fast: raftFastHeartbeat * m, lead: raftLeaderHeartbeat * m,
+		cur: raftFastHeartbeat * m, quick: true, since: time.Now()}
 	rc.HeartbeatTimeout = hb.fast
 	rc.ElectionTimeout = hb.fast
 	rc.LeaderLeaseTimeout = raftLeaderLease * m
@@ -135,7 +138,7 @@ func (n *Node) openRaft(clusterID string, bootstrap bool, carry *State) error {
 	rc.NotifyCh = notify
 	fsm := NewFSM(FSMOptions{Logger: n.log})
 	rn := &raftNode{clusterID: clusterID, dir: dir, fsm: fsm, store: store, trans: trans, layer: layer, notify: notify,
-		stopped: make(chan struct{}), hb: &hb}
+		stopped: make(chan struct{}), hb: &hb, pace: newPacer()}
 
 	if bootstrap {
 		has, err := raft.HasExistingState(logs, store, snaps)
@@ -172,6 +175,7 @@ func (n *Node) openRaft(clusterID string, bootstrap bool, carry *State) error {
 	}
 	n.mu.Unlock()
 	n.goLoop(func() { n.watchLeadership(rn) })
+	n.goLoop(func() { n.paceLoop(rn) })
 	n.log.Info("raft started", "cluster", clusterID, "bootstrap", bootstrap, "addr", trans.LocalAddr())
 	return nil
 }

@@ -204,11 +204,15 @@ func (n *Node) handleCheckin(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	// A deposed leader that has not noticed yet must not accept check-ins.
-	if err := r.raft.VerifyLeader().Error(); err != nil {
+	// A renewal waits for the next heartbeat round; a confirmation (the
+	// first check-in of an epoch: a failover in progress) verifies at once.
+	st := r.fsm.summary()
+	renewal := st.RedLeader.Node == in.Node && st.RedLeader.Epoch == in.Epoch && st.RedLeader.Confirmed()
+	if err := n.verifyLeader(req.Context(), r, !renewal); err != nil {
 		http.Error(w, "leadership not verified", http.StatusServiceUnavailable)
 		return
 	}
-	st := r.fsm.summary()
+	st = r.fsm.summary()
 	if st.RedLeader.Node == in.Node && st.RedLeader.Epoch == in.Epoch {
 		if err := n.fenceLease(req.Context(), in.Node, in.Epoch); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
