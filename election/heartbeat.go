@@ -238,26 +238,20 @@ func (n *Node) paceLoop(r *raftNode) {
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
-		t.Stop()
-		if leading, _ := r.leadership(); !leading {
-			select {
-			case <-n.ctx.Done():
-				return
-			case <-r.stopped:
-				return
-			case <-r.pace.kick:
-				continue
-			}
+		var due <-chan time.Time // nil while not leading: wait for a change
+		if leading, _ := r.leadership(); leading {
+			t.Reset(tick.Until(every))
+			due = t.C
 		}
-		t.Reset(tick.Until(every))
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-r.stopped:
 			return
 		case <-r.pace.kick:
+			t.Stop()
 			continue
-		case <-t.C:
+		case <-due:
 		}
 		rd := r.pace.take()
 		rd.err = r.raft.VerifyLeader().Error()
