@@ -606,7 +606,9 @@ func (n *Node) checkin(epoch uint64) {
 	prio, progress := n.mem.SelfInputs()
 	req := checkinRequest{Node: n.cfg.Node, Epoch: epoch, Inputs: &rankInputs{Priority: prio, Progress: progress}}
 	for _, addr := range n.leaderTargets() {
-		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.CheckinInterval)
+		// A renewal's reply waits for the Raft leader's next heartbeat
+		// round (up to a pace) on top of the round trip.
+		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.CheckinInterval+n.paceInterval())
 		var out checkinReply
 		err := n.post(ctx, addr, "/rpc/checkin", req, &out)
 		cancel()
