@@ -244,9 +244,9 @@ type Election struct {
 	// CheckinInterval is how often the Red Leader checks in with the Raft
 	// leader. Shorter: a late check-in is noticed sooner, but every agent
 	// pays for it while idle (each check-in is an RPC; its reply waits
-	// for the Raft leader's next heartbeat round, at most half of this). A Red Leader whose process dies is noticed at once
-	// anyway: its check-in connection closes and its port refuses the
-	// Raft leader's probe.
+	// for the Raft leader's next heartbeat round, at most 500 ms). A Red
+	// Leader whose process dies is noticed at once anyway: its check-in
+	// connection closes and its port refuses the Raft leader's probe.
 	CheckinInterval time.Duration `mapstructure:"checkin_interval" yaml:"checkin_interval"`
 	// CheckinTimeout: no check-in for this long and the Red Leader is
 	// replaced; it is also the Red Leader's lease. It bounds the failover

@@ -183,7 +183,8 @@ func (n *Node) refuse(w http.ResponseWriter, req *http.Request, why string) {
 // first check-in of an epoch is the appointee's confirmation.
 func (n *Node) handleCheckin(w http.ResponseWriter, req *http.Request) {
 	// The check-in counts from its arrival, not from after the leadership
-	// check and the fence below: its ranking inputs are as old as that (a
+	// check (a renewal waits for the next heartbeat round, up to 500 ms)
+	// and the fence below: its ranking inputs are as old as that (a
 	// displacement waits for inputs fresher than its own start,
 	// displacementSettled), and the lease the reply grants ends no later
 	// than arrival + CheckinTimeout (the holder counts from its send).
