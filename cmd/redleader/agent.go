@@ -49,7 +49,8 @@ func agentCmd(g *globals) *cobra.Command {
 			}
 			trim := time.AfterFunc(startupTrimDelay, func() { trimStartup(log) })
 			defer trim.Stop()
-			// One P while idle, every P when busy (internal/procs).
+			// One P and GOGC 50 while idle, every P and the default GOGC
+			// when busy (internal/procs).
 			govCtx, govStop := context.WithCancel(ctx)
 			govDone := make(chan struct{})
 			go func() { defer close(govDone); procs.New(procs.Config{Log: log}).Run(govCtx) }()

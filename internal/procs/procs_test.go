@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,17 +23,17 @@ func TestStep(t *testing.T) {
 		now  time.Time
 		want state
 	}{
-		{"first idle sample starts the run", state{procs: 4}, 0.01, t0, state{procs: 4, idleSince: t0}},
-		{"idle, not long enough", state{procs: 4, idleSince: t0}, 0.01, after(29 * time.Second), state{procs: 4, idleSince: t0}},
-		{"idle long enough: one P", state{procs: 4, idleSince: t0}, 0.01, after(30 * time.Second), state{procs: 1, idleSince: t0}},
-		{"light work breaks the idle run", state{procs: 4, idleSince: t0}, 0.10, after(29 * time.Second), state{procs: 4}},
-		{"light work on one P keeps one P", state{procs: 1, idleSince: t0}, 0.10, after(40 * time.Second), state{procs: 1}},
-		{"busy on one P: every P at once", state{procs: 1, idleSince: t0}, 0.30, after(40 * time.Second), state{procs: 4}},
-		{"busy with every P: nothing to do", state{procs: 4}, 1.5, t0, state{procs: 4}},
-		{"still idle on one P", state{procs: 1, idleSince: t0}, 0, after(time.Hour), state{procs: 1, idleSince: t0}},
+		{"first idle sample starts the run", state{}, 0.01, t0, state{idleSince: t0}},
+		{"idle, not long enough", state{idleSince: t0}, 0.01, after(29 * time.Second), state{idleSince: t0}},
+		{"idle long enough: idle", state{idleSince: t0}, 0.01, after(30 * time.Second), state{idle: true, idleSince: t0}},
+		{"light work breaks the idle run", state{idleSince: t0}, 0.10, after(29 * time.Second), state{}},
+		{"light work while idle stays idle", state{idle: true, idleSince: t0}, 0.10, after(40 * time.Second), state{idle: true}},
+		{"busy while idle: busy at once", state{idle: true, idleSince: t0}, 0.30, after(40 * time.Second), state{}},
+		{"busy while busy: nothing to do", state{}, 1.5, t0, state{}},
+		{"still idle", state{idle: true, idleSince: t0}, 0, after(time.Hour), state{idle: true, idleSince: t0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := tc.s.step(cfg, 4, tc.use, tc.now); got != tc.want {
+			if got := tc.s.step(cfg, tc.use, tc.now); got != tc.want {
 				t.Errorf("step(%+v, use %.2f) = %+v, want %+v", tc.s, tc.use, got, tc.want)
 			}
 		})
@@ -51,13 +53,15 @@ func TestProcessCPUCounts(t *testing.T) {
 	}
 }
 
-// TestGovernorRun: idle, the process drops to one P; spinning goroutines
-// get every P back; Run returns the default when cancelled. It changes
-// this test binary's GOMAXPROCS, so nothing else runs in parallel with it.
+// TestGovernorRun: idle, the process drops to one P and GOGC 50; spinning
+// goroutines get every P and the GOGC before back; Run returns the
+// defaults when cancelled. It changes this test binary's GOMAXPROCS and
+// GOGC, so nothing else runs in parallel with it.
 func TestGovernorRun(t *testing.T) {
-	if os.Getenv("GOMAXPROCS") != "" || runtime.NumCPU() < 2 {
-		t.Skip("needs 2 CPUs and GOMAXPROCS unset")
+	if os.Getenv("GOMAXPROCS") != "" || os.Getenv("GOGC") != "" || runtime.NumCPU() < 2 {
+		t.Skip("needs 2 CPUs and GOMAXPROCS, GOGC unset")
 	}
+	defer debug.SetGCPercent(debug.SetGCPercent(80)) // a busy value Run must give back
 	// The runtime's default, which Run restores; a test binary may start
 	// with another value (go test -cpu).
 	runtime.SetDefaultGOMAXPROCS()
@@ -71,17 +75,17 @@ func TestGovernorRun(t *testing.T) {
 	go func() { defer close(done); g.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	waitProcs := func(what string, want int) {
+	waitProcs := func(what string, want, wantGC int) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
-		for runtime.GOMAXPROCS(0) != want {
+		for runtime.GOMAXPROCS(0) != want || gogc() != wantGC {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: GOMAXPROCS %d, want %d", what, runtime.GOMAXPROCS(0), want)
+				t.Fatalf("%s: GOMAXPROCS %d, GOGC %d; want %d, %d", what, runtime.GOMAXPROCS(0), gogc(), want, wantGC)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	waitProcs("idle", 1)
+	waitProcs("idle", 1, DefaultIdleGCPercent)
 
 	var stop atomic.Bool
 	var wg sync.WaitGroup
@@ -91,22 +95,48 @@ func TestGovernorRun(t *testing.T) {
 			}
 		})
 	}
-	waitProcs("busy", max)
+	waitProcs("busy", max, 80)
 	stop.Store(true)
 	wg.Wait()
-	waitProcs("idle again", 1)
+	waitProcs("idle again", 1, DefaultIdleGCPercent)
 
 	cancel()
 	<-done
-	if got := runtime.GOMAXPROCS(0); got != max {
-		t.Errorf("after Run: GOMAXPROCS %d, want the default %d", got, max)
+	if got := runtime.GOMAXPROCS(0); got != max || gogc() != 80 {
+		t.Errorf("after Run: GOMAXPROCS %d, GOGC %d; want the default %d and 80", got, gogc(), max)
 	}
 }
 
+// gogc reads GOGC from runtime/metrics.
+func gogc() int {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return int(s[0].Value.Uint64())
+}
+
 func TestNewOff(t *testing.T) {
-	t.Setenv("GOMAXPROCS", "2")
-	if g := New(Config{}); g != nil {
-		t.Error("New governs although GOMAXPROCS is set in the environment")
+	for _, tc := range []struct {
+		name              string
+		env               map[string]string
+		nilGov            bool
+		wantProcs, wantGC bool
+	}{
+		{"both set", map[string]string{"GOMAXPROCS": "2", "GOGC": "100"}, true, false, false},
+		{"GOMAXPROCS set", map[string]string{"GOMAXPROCS": "2"}, false, false, true},
+		{"GOGC set", map[string]string{"GOGC": "off"}, runtime.NumCPU() < 2, runtime.NumCPU() > 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, k := range []string{"GOMAXPROCS", "GOGC"} {
+				t.Setenv(k, tc.env[k])
+			}
+			g := New(Config{})
+			if (g == nil) != tc.nilGov {
+				t.Fatalf("New = %v, want nil: %v", g, tc.nilGov)
+			}
+			if g != nil && (g.procs != tc.wantProcs || g.gc != tc.wantGC) {
+				t.Errorf("governs GOMAXPROCS %v, GOGC %v; want %v, %v", g.procs, g.gc, tc.wantProcs, tc.wantGC)
+			}
+		})
 	}
 	var nilGov *Governor
 	nilGov.Run(context.Background()) // returns at once
