@@ -22,21 +22,24 @@ import (
 
 // Idle bounds per agent. Issue #12 asks for ≤ 0.5 % of a core and ≤ 20 MB
 // RSS. Measured on the 2-core lab VM with nothing else running: followers
-// 0.35-0.6 %, the Raft leader 0.55-0.95 %, depending on how busy the VM's
-// host is; RSS 17-21 MB (10-13 MB of it the executable's pages). Both goals are too
-// close to assert in a CI run that shares the machine: these bounds catch
-// regressions, and the test logs every figure.
+// 0.35-0.65 %, the Raft leader 0.5-0.97 %, the same binary up to twice as
+// much when the VM's host is busy, for a steady 50-80 (followers) and
+// 90-115 (Raft leader) context switches a second; RSS 16-19.5 MB (10-13 MB
+// of it the executable's pages). The CPU goal is too close to assert in a
+// CI run that shares the machine: these bounds catch regressions (the
+// switch count whatever the host does), and the test logs every figure.
 const (
-	idleCPUBudget = 0.05 // of one core
-	idleRSSBudget = 24e6 // bytes
-	idleWindow    = 60 * time.Second
+	idleCPUBudget    = 0.05 // of one core
+	idleRSSBudget    = 24e6 // bytes
+	idleSwitchBudget = 250  // context switches a second, every thread
+	idleWindow       = 60 * time.Second
 )
 
 // TestLabIdleFootprint: a 3-agent subnet, once settled (3 voters, one
 // confirmed Red Leader), idles for 60 s; every agent stays within
-// idleRSSBudget and idleCPUBudget, without a cluster key and with one (TLS on the peer
-// port, encrypted gossip, signed beacons). Both subnets idle at the same
-// time. RLLAB_PROFILE_DIR=dir also saves a 25 s CPU profile, then a 10 s
+// idleRSSBudget, idleCPUBudget and idleSwitchBudget, without a cluster key
+// and with one (TLS on the peer port, encrypted gossip, signed beacons).
+// Both subnets idle at the same time. RLLAB_PROFILE_DIR=dir also saves a 25 s CPU profile, then a 10 s
 // execution trace (every wakeup and its cause: go tool trace), a heap
 // profile and the metrics of each agent (profiling inflates both figures).
 func TestLabIdleFootprint(t *testing.T) {
@@ -97,27 +100,30 @@ func measureIdle(t *testing.T, agents []*agent) {
 	}
 	syscall.Sync() // what earlier tests wrote is not written back meanwhile
 	cpu0 := make([]time.Duration, len(agents))
+	sw0 := make([]int64, len(agents))
 	for i, a := range agents {
-		cpu0[i] = procCPU(t, a.p.Pid())
+		cpu0[i], sw0[i] = procCPU(t, a.p.Pid()), procSwitches(t, a.p.Pid())
 	}
 	t0 := time.Now()
 	time.Sleep(idleWindow)
 	for i, a := range agents {
-		frac := (procCPU(t, a.p.Pid()) - cpu0[i]).Seconds() / time.Since(t0).Seconds()
+		took := time.Since(t0).Seconds()
+		frac := (procCPU(t, a.p.Pid()) - cpu0[i]).Seconds() / took
+		switches := float64(procSwitches(t, a.p.Pid())-sw0[i]) / took
 		rss := procRSS(t, a.p.Pid())
 		anon, file := procStatusKB(t, a.p.Pid(), "RssAnon:"), procStatusKB(t, a.p.Pid(), "RssFile:")
 		what := "status unavailable"
 		if st, err := a.client().Status(shortCtx(t, 2*time.Second)); err == nil {
 			what = fmt.Sprintf("raft %s, role %s", st.Raft.State, st.Role)
 		}
-		t.Logf("idle agent %s (%s) over %v: RSS %.1f MB (anonymous %.1f MB, file %.1f MB), CPU %.2f%% of a core",
-			a.h.Name, what, idleWindow, float64(rss)/1e6, float64(anon)*1024/1e6, float64(file)*1024/1e6, frac*100)
+		t.Logf("idle agent %s (%s) over %v: RSS %.1f MB (anonymous %.1f MB, file %.1f MB), CPU %.2f%% of a core, %.0f context switches/s",
+			a.h.Name, what, idleWindow, float64(rss)/1e6, float64(anon)*1024/1e6, float64(file)*1024/1e6, frac*100, switches)
 		if !a.seesExactly(t, agents) {
 			t.Errorf("%s: cluster not intact after the idle window: %+v", a.h.Name, a.members(t))
 		}
-		if rss > idleRSSBudget || frac > idleCPUBudget {
-			t.Errorf("%s: idle footprint over budget (%.0f MB, %.1f%%): RSS %.1f MB, CPU %.2f%%",
-				a.h.Name, idleRSSBudget/1e6, idleCPUBudget*100, float64(rss)/1e6, frac*100)
+		if rss > idleRSSBudget || frac > idleCPUBudget || switches > idleSwitchBudget {
+			t.Errorf("%s: idle footprint over budget (%.0f MB, %.1f%%, %d switches/s): RSS %.1f MB, CPU %.2f%%, %.0f switches/s",
+				a.h.Name, idleRSSBudget/1e6, idleCPUBudget*100, idleSwitchBudget, float64(rss)/1e6, frac*100, switches)
 		}
 	}
 }
@@ -153,6 +159,32 @@ func saveDebug(t *testing.T, a *agent, urlPath, path string) {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Error(err)
 	}
+}
+
+// procSwitches is the context switches of every thread of pid so far,
+// voluntary and not: the wake-ups that idle CPU is made of. Unlike the
+// CPU time they cost, their count does not depend on how busy the VM's
+// host is, so the log compares builds across runs.
+func procSwitches(t *testing.T, pid int) int64 {
+	t.Helper()
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil || len(tasks) == 0 {
+		t.Fatalf("threads of %d: %v", pid, err)
+	}
+	var n int64
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // the thread has exited
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && strings.HasSuffix(f[0], "ctxt_switches:") {
+				v, _ := strconv.ParseInt(f[1], 10, 64)
+				n += v
+			}
+		}
+	}
+	return n
 }
 
 // procStatusKB is one "<field> N kB" line of /proc/pid/status, in KiB.
