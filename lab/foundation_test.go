@@ -208,16 +208,23 @@ func procCPU(t *testing.T, pid int) time.Duration {
 
 // procRSS is the resident set size of pid in bytes.
 func procRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	return procStatusKB(t, pid, "VmRSS:") * 1024
+}
+
+// procStatusKB is one "<field> N kB" line of /proc/pid/status, in KiB.
+func procStatusKB(t *testing.T, pid int, field string) int64 {
+	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
 			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb * 1024
+			return kb
 		}
 	}
-	t.Fatal("no VmRSS")
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
 }
