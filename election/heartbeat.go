@@ -40,18 +40,20 @@ import (
 //     the shared tick its main loop wakes on anyway) one VerifyLeader, which
 //     heartbeats every follower at once; the Red Leader's check-ins wait for
 //     the next round instead of forcing one each. Its own HeartbeatTimeout
-//     is raftLeaderHeartbeat (4 s): Raft's per-follower timers (400–800 ms)
-//     then only fire when a round is late. Two rounds a second instead of
-//     about five unsynchronised heartbeats per follower.
+//     is raftLeaderHeartbeat (5 s): Raft's per-follower timers (500 ms–1 s,
+//     re-armed by each round) then only fire when a round is late. Two
+//     rounds a second instead of about five unsynchronised heartbeats per
+//     follower. (At 4 s, timers of 400–500 ms beat the next round to it:
+//     one extra round trip per follower every other round.)
 //
 // LeaderLeaseTimeout (a leader steps down after that long without a
-// quorum) must stay longer than the longest gap between heartbeats (the
-// pace, or 800 ms if rounds stop) and no longer than the fast timeout,
-// which Raft checks.
+// quorum) must be no shorter than the longest gap between heartbeats (the
+// pace, or Raft's own 1 s if rounds stopped) and no longer than the fast
+// timeout, which Raft checks.
 const (
 	raftSlowHeartbeat   = 3 * time.Second
 	raftFastHeartbeat   = time.Second
-	raftLeaderHeartbeat = 4 * time.Second
+	raftLeaderHeartbeat = 5 * time.Second
 	raftLeaderLease     = time.Second
 )
 

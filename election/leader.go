@@ -337,8 +337,11 @@ func (n *Node) checkSeat(r *raftNode, ls *leaderState, members []Member, now tim
 	case seat.Confirmed() && now.Sub(later(start, last)) > n.cfg.CheckinTimeout:
 		why = fmt.Sprintf("no check-in within %v", n.cfg.CheckinTimeout)
 	default:
+		// A renewal is on record only once its heartbeat round answered,
+		// up to a pace after it arrived: late means later than that too.
+		late := n.cfg.CheckinInterval*5/4 + n.paceInterval()
 		if addr != "" && seat.Node != n.cfg.Node &&
-			(last.IsZero() || closed.After(last) || now.Sub(last) > n.cfg.CheckinInterval*5/4) {
+			(last.IsZero() || closed.After(last) || now.Sub(last) > late) {
 			n.probeSeat(ls, seat.Node, addr)
 		}
 		return

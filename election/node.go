@@ -120,7 +120,7 @@ type Config struct {
 
 	// Raft timings, each times RaftMultiplier (1–10): HeartbeatTimeout =
 	// ElectionTimeout = 3 s on a follower while a leader is known, 1 s
-	// while none is or the leader's process was found dead, 4 s on the
+	// while none is or the leader's process was found dead, 5 s on the
 	// leader (its heartbeat rounds every 500 ms carry its heartbeats);
 	// LeaderLeaseTimeout = 1 s (heartbeat.go).
 	RaftMultiplier int

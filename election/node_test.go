@@ -305,6 +305,32 @@ func TestDeadRedLeaderMarkedAtOnce(t *testing.T) {
 	}
 }
 
+// TestHealthyRedLeaderNotProbed: a Red Leader that checks in on time is
+// left alone. Its renewals wait up to a heartbeat pace for their round
+// before they are on record; once, that made every one look late at the
+// tick before its round, and the Raft leader dialled the Red Leader's peer
+// port every check-in interval.
+func TestHealthyRedLeaderNotProbed(t *testing.T) {
+	t.Parallel()
+	s := newTestSim(t, 3, func(s *sim, h *simHost, c *Config) {
+		if h.i == 2 {
+			favour(s, h, c)
+		}
+	})
+	rl := s.hosts[2]
+	wait.For(t, 30*time.Second, "the favoured Red Leader", func() bool { return redLeaderAmong(s.hosts) == rl })
+	time.Sleep(3 * testConfig().CheckinInterval) // the new Raft leader's first probe
+	before := rl.rpcDialsIn.Load()
+	const intervals = 25
+	time.Sleep(intervals * testConfig().CheckinInterval)
+	if redLeaderAmong(s.hosts) != rl {
+		t.Fatal("the Red Leader changed: nothing to measure")
+	}
+	if n := rl.rpcDialsIn.Load() - before; n > 1 {
+		t.Errorf("%d RPC connections to the healthy Red Leader in %d check-in intervals, want at most 1", n, intervals)
+	}
+}
+
 // TestRaftLeaderHandsOffWhenRedLeader: the Raft leader that becomes Red
 // Leader (here it gets the most urgent job) hands Raft leadership to another
 // voter, so that one machine's death never costs both failovers.

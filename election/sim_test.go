@@ -86,6 +86,7 @@ type simHost struct {
 
 	rpcServed   atomic.Int64 // bytes this host wrote as an RPC server
 	pullsServed atomic.Int64 // GET /rpc/state requests this host received
+	rpcDialsIn  atomic.Int64 // RPC connections other hosts opened to this host
 	raftBytes   atomic.Int64 // bytes this host wrote on Raft connections
 
 	node *Node
@@ -134,6 +135,9 @@ func (p simPeer) Dial(ctx context.Context, addr string, rpc bool) (net.Conn, err
 		c1.Close()
 		c2.Close()
 		return nil, fmt.Errorf("%w: %s refused the connection: %w", errSimUnreachable, addr, err)
+	}
+	if rpc {
+		dst.rpcDialsIn.Add(1)
 	}
 	return client, nil
 }
