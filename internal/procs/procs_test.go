@@ -2,6 +2,7 @@ package procs
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -53,10 +54,11 @@ func TestProcessCPUCounts(t *testing.T) {
 	}
 }
 
-// TestGovernorRun: idle, the process drops to one P and GOGC 50; spinning
-// goroutines get every P and the GOGC before back; Run returns the
-// defaults when cancelled. It changes this test binary's GOMAXPROCS and
-// GOGC, so nothing else runs in parallel with it.
+// TestGovernorRun: idle, the process drops to one P, GOGC 50 and (if it
+// may set it) 1 ms of timer slack; spinning goroutines get every P, the
+// GOGC before and the default slack back; Run returns the defaults when
+// cancelled. It changes this test binary's GOMAXPROCS, GOGC and timer
+// slack, so nothing else runs in parallel with it.
 func TestGovernorRun(t *testing.T) {
 	if os.Getenv("GOMAXPROCS") != "" || os.Getenv("GOGC") != "" || runtime.NumCPU() < 2 {
 		t.Skip("needs 2 CPUs and GOMAXPROCS, GOGC unset")
@@ -70,22 +72,29 @@ func TestGovernorRun(t *testing.T) {
 	if g == nil {
 		t.Fatal("New returned nil with several CPUs")
 	}
+	idleSlack, busySlack := g.busySlack, g.busySlack // not governed: stays
+	if g.slack {
+		idleSlack = DefaultIdleTimerSlack
+	}
+	t.Logf("timer slack governed: %v", g.slack)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); g.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	waitProcs := func(what string, want, wantGC int) {
+	slack := func() time.Duration { d, _ := timerSlack(); return d }
+	waitProcs := func(what string, want, wantGC int, wantSlack time.Duration) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
-		for runtime.GOMAXPROCS(0) != want || gogc() != wantGC {
+		for runtime.GOMAXPROCS(0) != want || gogc() != wantGC || slack() != wantSlack {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: GOMAXPROCS %d, GOGC %d; want %d, %d", what, runtime.GOMAXPROCS(0), gogc(), want, wantGC)
+				t.Fatalf("%s: GOMAXPROCS %d, GOGC %d, timer slack %v; want %d, %d, %v",
+					what, runtime.GOMAXPROCS(0), gogc(), slack(), want, wantGC, wantSlack)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	waitProcs("idle", 1, DefaultIdleGCPercent)
+	waitProcs("idle", 1, DefaultIdleGCPercent, idleSlack)
 
 	var stop atomic.Bool
 	var wg sync.WaitGroup
@@ -95,15 +104,15 @@ func TestGovernorRun(t *testing.T) {
 			}
 		})
 	}
-	waitProcs("busy", max, 80)
+	waitProcs("busy", max, 80, busySlack)
 	stop.Store(true)
 	wg.Wait()
-	waitProcs("idle again", 1, DefaultIdleGCPercent)
+	waitProcs("idle again", 1, DefaultIdleGCPercent, idleSlack)
 
 	cancel()
 	<-done
-	if got := runtime.GOMAXPROCS(0); got != max || gogc() != 80 {
-		t.Errorf("after Run: GOMAXPROCS %d, GOGC %d; want the default %d and 80", got, gogc(), max)
+	if got := runtime.GOMAXPROCS(0); got != max || gogc() != 80 || slack() != busySlack {
+		t.Errorf("after Run: GOMAXPROCS %d, GOGC %d, timer slack %v; want the default %d, 80, %v", got, gogc(), slack(), max, busySlack)
 	}
 }
 
@@ -115,13 +124,16 @@ func gogc() int {
 }
 
 func TestNewOff(t *testing.T) {
+	slackOK, _ := slackGoverned(Config{IdleTimerSlack: DefaultIdleTimerSlack, Log: slog.New(slog.DiscardHandler)})
 	for _, tc := range []struct {
 		name              string
 		env               map[string]string
 		nilGov            bool
 		wantProcs, wantGC bool
 	}{
-		{"both set", map[string]string{"GOMAXPROCS": "2", "GOGC": "100"}, true, false, false},
+		// The timer slack, governed when this test may set it, keeps a
+		// Governor with both set.
+		{"both set", map[string]string{"GOMAXPROCS": "2", "GOGC": "100"}, !slackOK, false, false},
 		{"GOMAXPROCS set", map[string]string{"GOMAXPROCS": "2"}, false, false, true},
 		{"GOGC set", map[string]string{"GOGC": "off"}, runtime.NumCPU() < 2, runtime.NumCPU() > 1, false},
 	} {
