@@ -44,6 +44,20 @@ func newTestSim(t *testing.T, n int, adjust func(s *sim, h *simHost, c *Config))
 	return s
 }
 
+// newFavouredSim starts n Nodes with host i favoured (favour) and waits
+// until it is the Red Leader.
+func newFavouredSim(t *testing.T, n, i int) (*sim, *simHost) {
+	t.Helper()
+	s := newTestSim(t, n, func(s *sim, h *simHost, c *Config) {
+		if h.i == i {
+			favour(s, h, c)
+		}
+	})
+	rl := s.hosts[i]
+	wait.For(t, 30*time.Second, "the favoured Red Leader", func() bool { return redLeaderAmong(s.hosts) == rl })
+	return s, rl
+}
+
 // roleLog records what one WatchRedLeader subscription delivers.
 type roleLog struct {
 	mu   sync.Mutex
@@ -281,13 +295,7 @@ func TestDeadRedLeaderMarkedAtOnce(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			s := newTestSim(t, 3, func(s *sim, h *simHost, c *Config) {
-				if h.i == 2 {
-					favour(s, h, c)
-				}
-			})
-			rl := s.hosts[2]
-			wait.For(t, 30*time.Second, "the favoured Red Leader", func() bool { return redLeaderAmong(s.hosts) == rl })
+			s, rl := newFavouredSim(t, 3, 2)
 			// Let the Raft leader see a few check-ins, so that the probe
 			// starts from a late check-in, not from a new leader's.
 			time.Sleep(3 * testConfig().CheckinInterval)
@@ -312,13 +320,7 @@ func TestDeadRedLeaderMarkedAtOnce(t *testing.T) {
 // port every check-in interval.
 func TestHealthyRedLeaderNotProbed(t *testing.T) {
 	t.Parallel()
-	s := newTestSim(t, 3, func(s *sim, h *simHost, c *Config) {
-		if h.i == 2 {
-			favour(s, h, c)
-		}
-	})
-	rl := s.hosts[2]
-	wait.For(t, 30*time.Second, "the favoured Red Leader", func() bool { return redLeaderAmong(s.hosts) == rl })
+	s, rl := newFavouredSim(t, 3, 2)
 	time.Sleep(3 * testConfig().CheckinInterval) // the new Raft leader's first probe
 	before := rl.rpcDialsIn.Load()
 	const intervals = 25
@@ -363,13 +365,7 @@ func TestRaftLeaderHandsOffWhenRedLeader(t *testing.T) {
 // what the Red Leader reports, does not displace it.
 func TestIncumbentRankedByCheckinInputs(t *testing.T) {
 	t.Parallel()
-	s := newTestSim(t, 4, func(s *sim, h *simHost, c *Config) {
-		if h.i == 3 {
-			favour(s, h, c)
-		}
-	})
-	rl := s.hosts[3]
-	wait.For(t, 30*time.Second, "the favoured Red Leader", func() bool { return redLeaderAmong(s.hosts) == rl })
+	s, rl := newFavouredSim(t, 4, 3)
 	epoch := rl.node.Status().Seat.Epoch
 	// The Red Leader publishes 1,000 bytes (and checks in with them);
 	// the others' gossip still shows 0.
