@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/redleader-p2p/redleader/internal/logbridge"
+	"github.com/redleader-p2p/redleader/internal/tick"
 )
 
 // Member statuses as the API reports them.
@@ -99,6 +100,13 @@ func newPool(cfg poolConfig) (*pool, error) {
 		return nil, fmt.Errorf("start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
 	}
 	mc.Transport = tr
+	// memberlist's probe and gossip tickers start as Create returns, on
+	// their own phase. Created on one of this process's ticks (package
+	// tick), they fire with the agent's own loops, 0.5-4 ms after them:
+	// with an idle agent's timer slack (internal/procs) one wake-up of the
+	// process serves them all. The wait, at most a gossip interval (under
+	// the agent's lock), happens at start and on a move to another subnet.
+	time.Sleep(tick.Until(mc.GossipInterval))
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		_ = tr.Shutdown() // memberlist shuts down only a transport it made
