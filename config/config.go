@@ -254,7 +254,7 @@ type Election struct {
 	// Keep it longer than the Raft failover after a leader's process dies
 	// (1–2 s at raft_multiplier 1) so that losing the Raft leader does not
 	// pause the Red Leader; a Raft leader that vanishes silently (power
-	// cut) takes 3–6 s to replace and may pause it for a few seconds.
+	// cut) takes 3–9 s to replace and may pause it for a few seconds.
 	CheckinTimeout time.Duration `mapstructure:"checkin_timeout" yaml:"checkin_timeout"`
 	// SeparateRoles: a Raft leader that is also the Red Leader hands Raft
 	// leadership to another caught-up voter, so that losing one machine

@@ -26,7 +26,8 @@ import (
 //
 //   - On a follower with a leader, HeartbeatTimeout is raftSlowHeartbeat
 //     (3 s). A leader that vanishes silently (power cut, cable) is
-//     replaced in 3–6 s.
+//     replaced in 3–9 s: Raft's follower timer fires every 3–6 s and, if
+//     the leader was heard from less than 3 s before, waits another round.
 //   - A leader whose process dies is noticed at once: its Raft connections
 //     to the followers close, and a follower that sees one from its leader
 //     close probes the leader's peer port. Refused means no process

@@ -679,7 +679,13 @@ func TestLabElectionPartition(t *testing.T) {
 				return st != nil && st.Role == "peer"
 			})
 			rest := without(agents, old)
-			waitAgree(t, rest, 8*time.Second, "the others appoint a new Red Leader", func(s api.RedLeaderInfo, _ []*api.StatusResponse) error {
+			// The seat moves once the Raft leader sees no check-in for
+			// checkin_timeout (3 s); when the isolated agent led Raft too,
+			// a new Raft leader comes first, 3–9 s after the cut (Raft's
+			// follower timer, election/heartbeat.go), and must let the old
+			// lease run out (3 s) before it confirms an appointee: up to
+			// 12 s, plus a second of margin.
+			waitAgree(t, rest, time.Until(cut.Add(13*time.Second)), "the others appoint a new Red Leader", func(s api.RedLeaderInfo, _ []*api.StatusResponse) error {
 				if s.Node == old.node {
 					return errors.New("seat unchanged")
 				}
