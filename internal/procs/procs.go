@@ -15,9 +15,8 @@
 // then polls every 20 µs while any goroutine runs; with the slack its next
 // look mostly finds the agent asleep again. Timers a few milliseconds
 // apart also share one wake-up. Side by side on the lab VM: 60 % fewer
-// context switches, 15-30 % less CPU. A busy agent (serving
-// blocks, hashing, fetching) wants every core, the default GOGC and prompt
-// timers.
+// context switches, 15-30 % less CPU. A busy agent (serving blocks,
+// hashing, fetching) wants every core, the default GOGC and prompt timers.
 //
 // A Governor samples the process's CPU time on the shared tick
 // (package tick: it adds no wake-up of its own), goes idle once the agent

@@ -55,7 +55,7 @@ func TestProcessCPUCounts(t *testing.T) {
 }
 
 // TestGovernorRun: idle, the process drops to one P, GOGC 50 and (if it
-// may set it) 1 ms of timer slack; spinning goroutines get every P, the
+// may set it) DefaultIdleTimerSlack; spinning goroutines get every P, the
 // GOGC before and the default slack back; Run returns the defaults when
 // cancelled. It changes this test binary's GOMAXPROCS, GOGC and timer
 // slack, so nothing else runs in parallel with it.
