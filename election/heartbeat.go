@@ -37,7 +37,6 @@ import (
 //   - With no leader known (start, re-bootstrap, a probe that found the
 //     leader gone), the fast timeout stays until a leader is known again,
 //     then the slow one comes back (settleHeartbeat, from the main loop).
-//     A node that bootstraps alone elects itself at once (electAtOnce).
 //   - The leader paces its own heartbeats (pacer): every pace (500 ms, on
 //     the shared tick its main loop wakes on anyway) one VerifyLeader, which
 //     heartbeats every follower at once; the Red Leader's check-ins wait for
@@ -83,21 +82,6 @@ func (r *raftNode) setTimeout(d time.Duration) error {
 	}
 	r.hb.cur = d
 	return nil
-}
-
-// electAtOnce makes a Raft instance that just bootstrapped call its
-// election now instead of after the fast timeout (1–2 s, Raft's random
-// timer): its configuration has this node as the only voter, so nobody
-// else can win or split the vote. Raft re-checks its timer at once when
-// the timeout shortens and, never having heard from a leader, calls the
-// election; so the instance starts with the slow timeout and drops to the
-// fast one here.
-func (n *Node) electAtOnce(r *raftNode) {
-	r.hb.mu.Lock()
-	defer r.hb.mu.Unlock()
-	if err := r.setTimeout(r.hb.fast); err != nil {
-		n.log.Warn("cannot shorten the Raft heartbeat timeout", "err", err)
-	}
 }
 
 // leaderGone switches Raft to the fast timeout: the leader at addr died.

@@ -144,10 +144,8 @@ func (n *Node) leaderTick(r *raftNode, ls *leaderState, members []Member) {
 	now := time.Now()
 	st := r.fsm.summary()
 	if !st.Initialized() {
-		if !n.commitInit(r) {
-			return
-		}
-		st = r.fsm.summary() // and appoint in this tick: the seat is empty
+		n.commitInit(r)
+		return
 	}
 	n.reconcileAdminMode(r, st.Admin, now)
 	n.checkSeat(r, ls, members, now)
@@ -208,9 +206,8 @@ func (n *Node) separateRoles(r *raftNode, ls *leaderState, members []Member, now
 	return true
 }
 
-// commitInit commits the new cluster's first command and reports whether
-// it did.
-func (n *Node) commitInit(r *raftNode) bool {
+// commitInit commits the new cluster's first command.
+func (n *Node) commitInit(r *raftNode) {
 	n.mu.Lock()
 	carry := n.pendingInit
 	n.mu.Unlock()
@@ -239,12 +236,11 @@ func (n *Node) commitInit(r *raftNode) bool {
 	cmd.Epoch, cmd.Marks, cmd.Mode = epoch, marks, mode
 	if err := n.applyLocal(r, cmd); err != nil {
 		n.log.Warn("init not committed", "err", err)
-		return false
+		return
 	}
 	n.mu.Lock()
 	n.pendingInit = nil
 	n.mu.Unlock()
-	return true
 }
 
 // wantAdminMode is the admin mode this leader's configuration asks for,

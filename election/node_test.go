@@ -333,20 +333,6 @@ func TestHealthyRedLeaderNotProbed(t *testing.T) {
 	}
 }
 
-// TestBootstrapElectsAtOnce: a node that bootstraps alone elects itself
-// without waiting for Raft's heartbeat timer, and appoints itself in the
-// tick that commits the init. With RaftMultiplier 10 that timer alone
-// would take 10–20 s (the fast timeout); the seat is confirmed well before.
-func TestBootstrapElectsAtOnce(t *testing.T) {
-	t.Parallel()
-	s := newTestSim(t, 1, func(s *sim, h *simHost, c *Config) { c.RaftMultiplier = 10 })
-	start := time.Now()
-	s.waitFor(t, 8*time.Second, "a confirmed Red Leader before Raft's fast timeout", func() bool {
-		return redLeaderAmong(s.hosts) == s.hosts[0]
-	})
-	t.Logf("confirmed Red Leader %v after the start", time.Since(start).Round(time.Millisecond))
-}
-
 // TestRaftLeaderHandsOffWhenRedLeader: the Raft leader that becomes Red
 // Leader (here it gets the most urgent job) hands Raft leadership to another
 // voter, so that one machine's death never costs both failovers.

@@ -116,17 +116,12 @@ func (n *Node) openRaft(clusterID string, bootstrap bool, carry *State) error {
 	rc := raft.DefaultConfig()
 	m := time.Duration(n.cfg.RaftMultiplier)
 	rc.LocalID = raft.ServerID(n.cfg.Node)
-	// Raft runs with the fast heartbeat timeout (no leader known yet);
-	// settleHeartbeat slows it once a leader is known (heartbeat.go). A
-	// bootstrap starts with the slow one, for electAtOnce to shorten.
+	// Raft starts with the fast heartbeat timeout (no leader known yet);
+	// settleHeartbeat slows it once a leader is known (heartbeat.go).
 	hb := heartbeat{slow: raftSlowHeartbeat * m, fast: raftFastHeartbeat * m, lead: raftLeaderHeartbeat * m,
-		quick: true, since: time.Now()}
-	hb.cur = hb.fast
-	if bootstrap {
-		hb.cur = hb.slow
-	}
-	rc.HeartbeatTimeout = hb.cur
-	rc.ElectionTimeout = hb.cur
+		cur: raftFastHeartbeat * m, quick: true, since: time.Now()}
+	rc.HeartbeatTimeout = hb.fast
+	rc.ElectionTimeout = hb.fast
 	rc.LeaderLeaseTimeout = raftLeaderLease * m
 	// NB: idle followers also get an AppendEntries every CommitTimeout
 	// (to learn the commit index); 50 ms (the default) made an idle leader
@@ -169,9 +164,6 @@ func (n *Node) openRaft(clusterID string, bootstrap bool, carry *State) error {
 	}
 	rn.raft = r
 	guard.raft.Store(r)
-	if bootstrap {
-		n.electAtOnce(rn)
-	}
 	if err := atomicfile.Write(filepath.Join(n.cfg.DataDir, currentFile), []byte(clusterID+"\n"), 0o600); err != nil {
 		n.log.Warn("cannot record the current cluster", "err", err)
 	}

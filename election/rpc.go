@@ -237,7 +237,6 @@ func (n *Node) handleCheckin(w http.ResponseWriter, req *http.Request) {
 				return
 			}
 			st = r.fsm.summary()
-			n.publishHead() // members pull the confirmed seat now, not after the next tick
 		}
 	}
 	writeRPC(w, checkinReply{Seat: st.RedLeader, Policy: st.Policy, Index: st.Index})
